@@ -1,0 +1,925 @@
+"""
+datagen.py -- synthetic math word problems whose full solution graph is known.
+
+Every problem is built from a small DAG of quantities (after the iGSM / GSM-Infinite generator):
+
+    The number of adult parrot in South Zoo equals 2. The number of adult blue jay in South Zoo
+    equals 3 plus the number of adult parrot in South Zoo. ...  What is the total number of adult
+    animals in South Zoo?
+
+and its target solution defines every needed quantity once, in topological order:
+
+    Define adult parrot in South Zoo as p; so p = 2. Define adult blue jay in South Zoo as q;
+    Y = p = 2; so q = 3 + Y = 3 + 2 = 5. Define total number of adult animals in South Zoo as g;
+    so g = p + q = 2 + 5 = 7.
+
+The difficulty `op` is the number of edges of the solution DAG (each constant counts as one edge), and
+the generator hits any requested op in 2..30 exactly, by construction. Every instance quantity of the
+problem has one defining sentence, needed or not (distractors); aggregates ("total number of ... in P")
+are never defined by a sentence -- the rule "aggregate = sum of P's quantities" is learned from data.
+In reverse mode one leaf is unknown, the final value is given, and the solution solves a linear equation.
+
+Records are JSON lines with fields id, op, context, mode, problem, question, solution, answer, graph
+(see SPEC §2). The id hashes what the problem *is* (not sentence order or letters); splits
+(train / rl / val / test) and dedup are decided from it, so a problem can never sit on both sides of a split.
+Generation is a pure function of (seed, index): the same command gives byte-identical output whatever
+the number of worker processes.
+
+A *recipe* is a named mixture over (op, context, mode), written in a small spec language:
+
+    ops=2-10 contexts=zoo,teachers,movies                   # uniform over ops 2..10 and 3 contexts
+    ops=2-4:.2,5-7:.3,8-10:.5                                # weight per range, spread evenly inside it
+    0.99*ops=2-20 contexts=zoo + 0.01*ops=2 contexts=teachers   # a joint mixture of two parts
+    ops=11-14 modes=forward:0.8,reverse:0.2                  # 20% reverse-mode problems
+
+Examples:
+    python datagen.py --recipe pretrain_uniform --n 100000 --seed 0 --split train --out data/pt.jsonl
+    python datagen.py --ops 2-20 --contexts zoo,teachers --modes forward,reverse --n 1000 --out eval.jsonl
+    python datagen.py --recipe rl_11_14 --split rl --n 5000 --workers 2 --out data/rl.jsonl
+    python datagen.py --help        # lists every named recipe
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import UserError, run_main
+
+MIN_OP, MAX_OP = 2, 30
+MAX_VALUE = 1000  # every quantity on the solution path is an integer in 1..MAX_VALUE
+UNKNOWN_MAX = 20  # reverse mode: the hidden leaf's true value is drawn from 1..UNKNOWN_MAX (not 1..4, so the
+#                   answer cannot be guessed from the constants' range)
+LETTERS = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwyz"]  # every letter but x (the unknown)
+SPLITS = {"train": 0.85, "rl": 0.05, "val": 0.05, "test": 0.05}  # share of the id space per split
+REVERSE_PREAMBLE = "The question is difficult, so we use equations to solve it."
+UNKNOWN_NOTE = "we don't know its value yet"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Contexts: the names a problem is written with (data, in contexts.json)
+
+CONTEXTS_FILE = Path(__file__).with_name("contexts.json")
+
+
+@dataclass(frozen=True)
+class Context:
+    """A two-level hierarchy of names: places (layer 0) hold item types (layer 1). Each problem takes one
+    sub-list of places and one sub-list of types; `aggregate` names the per-place total."""
+    id: str
+    letter: str
+    places: tuple[tuple[str, ...], ...]
+    types: tuple[tuple[str, ...], ...]
+    aggregate: str
+
+
+_BAD_NAME_CHARS = set(";.=<>:,0123456789")
+
+
+def load_contexts(path: str | Path = CONTEXTS_FILE) -> dict[str, Context]:
+    """Read and check the context file. A new context is a new entry there -- names only, no code change."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"context file {str(path)!r} not found") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"context file {str(path)!r} is not valid JSON: {e}") from None
+    out = {}
+    for cid, c in raw.items():
+        where = f"context {cid!r} in {path}"
+        try:
+            places = tuple(tuple(s) for s in c["places"])
+            types = tuple(tuple(s) for s in c["types"])
+            agg = c["aggregate"]
+        except (KeyError, TypeError):
+            raise UserError(f"{where}: needs 'places' and 'types' (lists of name lists) and 'aggregate'") from None
+        names = [n for sub in places + types for n in sub] + [agg]
+        for n in names:
+            if not isinstance(n, str) or not n.strip() or n != n.strip() or set(n) & _BAD_NAME_CHARS:
+                raise UserError(f"{where}: bad name {n!r} (non-empty, no digits and none of ; . = < > : ,)")
+        if len(set(names)) != len(names):
+            raise UserError(f"{where}: names must be distinct")
+        if any(len(s) < 2 for s in places + types):
+            raise UserError(f"{where}: every sub-list needs at least 2 names")
+        out[cid] = Context(cid, c.get("letter", ""), places, types, agg)
+    return out
+
+
+
+def _sample(rand, seq, k: int) -> list:
+    """k distinct items of seq in random order (a partial Fisher-Yates on rand(): several times faster than
+    random.sample for the tiny lists used here, and just as deterministic)."""
+    a = list(seq)
+    n = len(a)
+    for i in range(k):
+        j = i + int(rand() * (n - i))
+        a[i], a[j] = a[j], a[i]
+    return a[:k]
+
+
+def _shuffled(rand, seq) -> list:
+    return _sample(rand, seq, len(seq))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The solution skeleton: a DAG with exactly `op` edges, built top-down from the query
+
+# A node is an instance quantity ("T in P", defined by a sentence) or an aggregate ("total ... in P" = sum of
+# all of P's instance quantities). Node 0 is the query. Nodes are created top-down and defined in creation
+# order (a FIFO), and a node only takes parents created after it, so parent index > child index: the graph is
+# acyclic by construction, and the nodes still undefined are exactly those with a larger index.
+#
+# Budget rule: every undefined node costs at least one edge (a constant), so with `b` edges left and `f` other
+# undefined nodes, a definition of cost `e` that creates `n_new` new nodes is allowed iff e + n_new <= b - f;
+# when nothing is left undefined, the edges must be used up exactly. That makes any op reachable.
+
+MAX_SOLUTION_INSTANCES = 20  # leaves room in the 5x5 structure graph for distractors
+MAX_AGGREGATES = 3
+SUM_ARITY = (2, 2, 2, 3, 3, 4)  # operands of a sum, drawn uniformly from this tuple
+
+
+class Skeleton:
+    """Parallel lists, one entry per node; node 0 is the query."""
+    __slots__ = ("combine", "parents", "kop", "is_agg", "owner")
+
+    def __init__(self):
+        self.combine: list[str] = [""]  # "const" | "copy" | "sum" | "diff"
+        self.parents: list[list[int]] = [[]]
+        self.kop: list[str | None] = [None]  # "plus" | "times" | None: a constant applied outside the combination
+        self.is_agg: list[bool] = [False]  # aggregates are "sum" nodes over all quantities of their place
+        self.owner: list[int] = [-1]  # for a parent of an aggregate: that aggregate (same place); else -1
+
+    def add(self, n: int, owner: int = -1) -> list[int]:
+        first = len(self.combine)
+        self.combine += [""] * n
+        self.parents += [[] for _ in range(n)]
+        self.kop += [None] * n
+        self.is_agg += [False] * n
+        self.owner += [owner] * n
+        return list(range(first, first + n))
+
+
+def _skeleton(rng: random.Random, op: int, max_types: int) -> Skeleton | None:
+    """A solution DAG with exactly `op` edges (None on a rare dead end; the caller retries)."""
+    sk = Skeleton()
+    budget, i, n_agg = op, 0, 0
+    rand = rng.random
+    while i < len(sk.combine):
+        f = len(sk.combine) - i - 1  # other undefined nodes; each is a reuse candidate (index > i)
+        slack = budget - f
+        if slack == 1 and f > 0:  # only one edge to spare: a constant (or a copy of a node that already exists)
+            chosen = ("const", 0, 0, None, 1) if rand() < 0.8 else ("copy", 1, 0, None, 1)
+        else:
+            avg = budget / (f + 1)
+            p_const = min(0.8, 1.2 / (avg * avg))  # many edges per open node left -> fewer leaves
+            chosen = None
+            for _ in range(12):
+                kop = None
+                if rand() < p_const:
+                    form, n_par = "const", 0
+                else:
+                    r = rand()
+                    if r < 0.15 and sk.owner[i] < 0 and n_agg < MAX_AGGREGATES:
+                        form, n_par = "agg", 1 + int(rand() * max_types)
+                    elif r < 0.30:
+                        form, n_par = "copy", 1
+                    elif r < 0.75:
+                        form, n_par = "sum", SUM_ARITY[int(rand() * len(SUM_ARITY))]
+                    else:
+                        form, n_par = "diff", 2
+                    if form != "agg" and rand() < 0.35:
+                        kop = "plus" if rand() < 0.5 else "times"
+                if form == "agg":
+                    n_new = cost = n_par
+                else:
+                    n_new = n_par
+                    if f:  # each operand reuses an existing node with probability 0.3
+                        for _ in range(n_par):
+                            n_new -= rand() < 0.3
+                        if n_par - n_new > f:
+                            continue
+                    cost = (n_par or 1) + (kop is not None)
+                if cost + n_new > slack or (f + n_new == 0 and cost != budget):
+                    continue
+                if len(sk.combine) + n_new > MAX_SOLUTION_INSTANCES + n_agg + (form == "agg"):
+                    continue
+                chosen = (form, n_par, n_new, kop, cost)
+                break
+            if chosen is None:  # a constant is always feasible while others remain; else a copy of a new node
+                chosen = ("const", 0, 0, None, 1) if f > 0 or budget == 1 else ("copy", 1, 1, None, 1)
+                if len(sk.combine) + chosen[2] > MAX_SOLUTION_INSTANCES + n_agg:
+                    return None
+        form, n_par, n_new, kop, cost = chosen
+        if form == "agg":
+            sk.is_agg[i] = True
+            sk.combine[i] = "sum"
+            sk.parents[i] = sk.add(n_par, owner=i)
+            n_agg += 1
+        else:
+            sk.combine[i] = form
+            sk.kop[i] = kop
+            pars = _sample(rand, range(i + 1, len(sk.combine)), n_par - n_new) if n_par > n_new else []
+            if n_new:
+                pars += sk.add(n_new)
+            sk.parents[i] = _shuffled(rand, pars) if len(pars) > 1 else pars
+        budget -= cost
+        i += 1
+    return sk if budget == 0 else None
+
+
+def _combine(combine: str, vals: list, kop: str | None, k: int | None):
+    """Apply a node's rule to its parents' values (ints, or (a, b) linear forms a*x + b)."""
+    if combine == "const":
+        return k
+    if combine == "copy":
+        v = vals[0]
+    elif combine == "sum":
+        v = vals[0]
+        for w in vals[1:]:
+            v = v + w if isinstance(v, int) else (v[0] + w[0], v[1] + w[1])
+    else:  # diff
+        a, b = vals
+        v = a - b if isinstance(a, int) else (a[0] - b[0], a[1] - b[1])
+    if kop == "plus":
+        return v + k if isinstance(v, int) else (v[0], v[1] + k)
+    if kop == "times":
+        return v * k if isinstance(v, int) else (v[0] * k, v[1] * k)
+    return v
+
+
+def _as_form(v) -> tuple[int, int]:
+    return v if isinstance(v, tuple) else (0, v)
+
+
+def node_cost(n_parents: int, k) -> int:
+    """Edges a node adds to op: its parents, plus one for a constant (a "const" node's k is its one edge)."""
+    return n_parents + (1 if k is not None else 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Values: assign constants bottom-up, keep every value a positive integer <= MAX_VALUE
+
+def _assign_values(rng, combine, parents, kop, k, values, order, unknown=-1, strict=True) -> bool:
+    """Fill `values` for nodes in `order` (parents first). Local repairs keep values in range without
+    changing any edge count: a difference is written larger-first (or becomes a sum if both are equal), and
+    `k times` becomes `k plus` when the product would pass MAX_VALUE. Returns False if a value is still out of
+    range (strict) -- or, for distractors (strict=False), turns that node into a constant."""
+    for i in order:
+        c = combine[i]
+        if c == "const":
+            if k[i] is None:
+                k[i] = int(rng.random() * UNKNOWN_MAX) + 1 if i == unknown else int(rng.random() * 4) + 1
+            values[i] = k[i]
+            continue
+        ps = parents[i]
+        if c == "diff":
+            a, b = values[ps[0]], values[ps[1]]
+            if a < b:
+                ps.reverse()
+            elif a == b:
+                combine[i] = c = "sum"
+        if kop[i] is not None and k[i] is None:
+            k[i] = int(rng.random() * 4) + 1 if kop[i] == "plus" else int(rng.random() * 3) + 2
+        v = _combine(c, [values[p] for p in ps], kop[i], k[i])
+        if kop[i] == "times" and v > MAX_VALUE:
+            kop[i] = "plus"
+            v = _combine(c, [values[p] for p in ps], "plus", k[i])
+        if not 1 <= v <= MAX_VALUE:
+            if strict:
+                return False
+            combine[i], parents[i], kop[i], k[i] = "const", [], None, int(rng.random() * 4) + 1
+            v = k[i]
+        values[i] = v
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One problem
+
+def _fmt_form(a: int, b: int) -> str:
+    """Canonical text of the linear form a*x + b: `5`, `x`, `3*x`, `4*x + 2`, `-x + 7`."""
+    if a == 0:
+        return str(b)
+    term = "x" if a == 1 else "-x" if a == -1 else f"{a}*x"
+    return term if b == 0 else f"{term} + {b}" if b > 0 else f"{term} - {-b}"
+
+
+def _operand(s: str) -> str:
+    """A value written inside a larger expression: compound forms get parentheses."""
+    return f"({s})" if " " in s or s.startswith("-") else s
+
+
+def _assign(var: str, sym: str, sub: str, val: str) -> str:
+    """`V = sym = substituted = value`, dropping repeats (`Y = p = 2`, not `Y = p = 2 = 2`)."""
+    segs = [var, sym]
+    for s in (sub, val):
+        if s != segs[-1]:
+            segs.append(s)
+    return " = ".join(segs)
+
+
+def make_problem(rng: random.Random, op: int, ctx: Context, mode: str = "forward") -> dict:
+    """One record (SPEC §2) with exactly `op` edges in its solution, drawn from `rng`."""
+    reverse = mode == "reverse"
+    places_sub = ctx.places[int(rng.random() * len(ctx.places))]
+    types_sub = ctx.types[int(rng.random() * len(ctx.types))]
+    n_types = len(types_sub)
+    while True:
+        pb = _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse)
+        if pb is not None:
+            return render_problem(pb, rng)
+
+
+class Problem:
+    """A problem before it is written down: node i has a rule (combine, parents, kop, k), a value, a type and a
+    place; nodes 0..n_sol-1 are the solution (0 = the query), the rest are distractors."""
+    __slots__ = ("ctx", "reverse", "n_sol", "combine", "parents", "kop", "k", "values", "forms", "is_agg",
+                 "tname", "pname", "unknown")
+
+    def __init__(self, **kw):
+        for key, v in kw.items():
+            setattr(self, key, v)
+
+
+def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Problem | None:
+    """Build a problem's structure (None on a dead end; the caller retries with the same rng)."""
+    rand = rng.random
+    sk = _skeleton(rng, op, n_types)
+    if sk is None:
+        return None
+    n_sol = len(sk.combine)
+    combine, parents, kop, is_agg = sk.combine, sk.parents, sk.kop, sk.is_agg
+    k: list = [None] * n_sol
+    values: list = [0] * n_sol
+    unknown = -1
+    if reverse:
+        leaves = [i for i in range(n_sol) if combine[i] == "const"]
+        unknown = leaves[int(rand() * len(leaves))]
+    if not _assign_values(rng, combine, parents, kop, k, values, range(n_sol - 1, -1, -1), unknown):
+        return None
+    forms = None
+    if reverse:  # the same rules over linear forms in x; the unknown is x itself
+        forms = [None] * n_sol
+        for i in range(n_sol - 1, -1, -1):
+            forms[i] = (1, 0) if i == unknown else _as_form(
+                _combine(combine[i], [_as_form(forms[p]) for p in parents[i]], kop[i], k[i]))
+        if forms[0][0] == 0:  # the x terms cancel: no equation to solve
+            return None
+
+    # --- structure graph: places for aggregates, (type, place) slots for every instance quantity
+    n_agg = sum(is_agg)
+    free = [i for i in range(n_sol) if not is_agg[i] and sk.owner[i] < 0]
+    open_places = len(places_sub) - n_agg
+    capacity = open_places * n_types - len(free)
+    if capacity < 0 or (free and open_places == 0):
+        return None
+    lo, hi = max(1, n_sol // 3), n_sol // 2 + 3  # distractor count
+    n_dis = min(capacity, lo + int(rand() * (hi - lo + 1)))
+    need = len(free) + n_dis
+    place_order = _shuffled(rand, places_sub)
+    n_open = 0 if need == 0 else -(-need // n_types) + int(rand() * (open_places - (-(-need // n_types)) + 1))
+    slots = [(types_sub[j % n_types], place_order[n_agg + j // n_types])
+             for j in _sample(rand, range(n_open * n_types), need)]
+    tname: list = [None] * n_sol  # type name, or None for an aggregate
+    pname: list = [None] * n_sol
+    agg_places = iter(place_order[:n_agg])
+    for i in range(n_sol):
+        if is_agg[i]:
+            pname[i] = next(agg_places)
+            for p, t in zip(parents[i], _sample(rand, types_sub, len(parents[i]))):
+                tname[p], pname[p] = t, pname[i]
+    for i, (t, p) in zip(free, slots):
+        tname[i], pname[i] = t, p
+
+    # --- distractors: defined from any solution quantity or earlier distractor, never needed
+    n_all = n_sol + n_dis
+    for j in range(n_dis):
+        i = n_sol + j
+        t, p = slots[len(free) + j]
+        tname.append(t)
+        pname.append(p)
+        r = rand()
+        pool = n_sol + j
+        if r < 0.3:
+            c, ps = "const", []
+        elif r < 0.5:
+            c, ps = "copy", [int(rand() * pool)]
+        elif r < 0.85:
+            c, ps = "sum", _sample(rand, range(pool), min(pool, SUM_ARITY[int(rand() * len(SUM_ARITY))]))
+            if len(ps) == 1:
+                c = "copy"
+        else:
+            c, ps = ("diff", _sample(rand, range(pool), 2)) if pool >= 2 else ("copy", [0])
+        combine.append(c)
+        parents.append(ps)
+        kop.append(None if c == "const" or rand() >= 0.35 else ("plus" if rand() < 0.5 else "times"))
+        k.append(None)
+        values.append(0)
+        is_agg.append(False)
+    _assign_values(rng, combine, parents, kop, k, values, range(n_sol, n_all), strict=False)
+    return Problem(ctx=ctx, reverse=reverse, n_sol=n_sol, combine=combine, parents=parents, kop=kop, k=k,
+                   values=values, forms=forms, is_agg=is_agg, tname=tname, pname=pname, unknown=unknown)
+
+
+def render_problem(pb: Problem, rng: random.Random) -> dict:
+    """Write a problem as a record. Sentence order and variable letters come from `rng`; the id does not
+    depend on them (it hashes the rules, names, numbers, mode and question)."""
+    rand = rng.random
+    ctx, reverse, n_sol, unknown = pb.ctx, pb.reverse, pb.n_sol, pb.unknown
+    combine, parents, kop, k, values, forms = pb.combine, pb.parents, pb.kop, pb.k, pb.values, pb.forms
+    is_agg, tname, pname = pb.is_agg, pb.tname, pb.pname
+    n_all = len(combine)
+
+    # --- names and sentences
+    agg_name = ctx.aggregate
+    names = [f"{agg_name} in {pname[i]}" if is_agg[i] else f"{tname[i]} in {pname[i]}" for i in range(n_all)]
+    refs = [f"the {names[i]}" if is_agg[i] else f"the number of {names[i]}" for i in range(n_all)]
+    sentences = []
+    canon = []
+    for i in range(n_all):
+        if is_agg[i]:
+            continue
+        c, ps = combine[i], parents[i]
+        if i == unknown:
+            sentences.append(f"The number of {names[i]} exists, and its number is greater than 0.")
+            canon.append(f"{names[i]}=unknown")
+            continue
+        if c == "const":
+            rhs = str(k[i])
+        else:
+            r = [refs[q] for q in ps]
+            if c == "copy":
+                rhs = r[0]
+            elif c == "diff":
+                rhs = f"the difference between {r[0]} and {r[1]}"
+            elif len(r) == 2:
+                rhs = f"the sum of {r[0]} and {r[1]}"
+            else:
+                rhs = f"the sum of {', '.join(r[:-1])}, and {r[-1]}"
+            if kop[i] is not None:
+                rhs = f"{k[i]} {kop[i]} {rhs}"
+        sentences.append(f"The number of {names[i]} equals {rhs}.")
+        pn = [names[q] for q in ps]
+        canon.append(f"{names[i]}={c}:{kop[i]}:{k[i]}:{'|'.join(sorted(pn) if c == 'sum' else pn)}")
+    if reverse:
+        sentences.append(f"It is known that {refs[0]} is {values[0]}.")
+        target = unknown
+    else:
+        target = 0
+    sentences = _shuffled(rand, sentences)
+    question = (f"What is the {names[target]}?" if is_agg[target]
+                else f"How many {tname[target]} does {pname[target]} have?")
+
+    # --- solution text, in depth-first post-order from the query (each quantity once, parents first)
+    order: list[int] = []
+    seen = [False] * n_sol
+
+    def visit(i):
+        seen[i] = True
+        for p in parents[i]:
+            if not seen[p]:
+                visit(p)
+        order.append(i)
+
+    visit(0)
+    n_letters = sum(1 + max(0, len(parents[i]) - 2) + (kop[i] is not None) for i in range(n_sol))
+    letters = iter(_sample(rand, LETTERS, n_letters))
+    var: list = [None] * n_sol
+    val_s = [_fmt_form(*forms[i]) for i in range(n_sol)] if reverse else [str(v) for v in values[:n_sol]]
+    steps = [REVERSE_PREAMBLE] if reverse else []
+    for i in order:
+        v = var[i] = "x" if i == unknown else next(letters)
+        head = f"Define {names[i]} as {v};"
+        if i == unknown:
+            steps.append(f"{head} {UNKNOWN_NOTE}.")
+            continue
+        c, ps = combine[i], parents[i]
+        if c == "const":
+            steps.append(f"{head} so {v} = {k[i]}.")
+            continue
+        clauses = []
+        target_var = v if kop[i] is None else next(letters)
+        cur_sym, cur_val = var[ps[0]], val_s[ps[0]]
+        cur_num = forms[ps[0]] if reverse else values[ps[0]]
+        if len(ps) == 1:
+            clauses.append(_assign(target_var, cur_sym, cur_val, cur_val))
+            cur_sym = target_var
+        else:
+            sign = " - " if c == "diff" else " + "
+            for j, q in enumerate(ps[1:], start=2):
+                tv = target_var if j == len(ps) else next(letters)
+                q_num = forms[q] if reverse else values[q]
+                if reverse:
+                    cur_num = (cur_num[0] - q_num[0], cur_num[1] - q_num[1]) if c == "diff" else \
+                        (cur_num[0] + q_num[0], cur_num[1] + q_num[1])
+                    res = _fmt_form(*cur_num)
+                else:
+                    cur_num = cur_num - q_num if c == "diff" else cur_num + q_num
+                    res = str(cur_num)
+                clauses.append(_assign(tv, cur_sym + sign + var[q],
+                                       _operand(cur_val) + sign + _operand(val_s[q]), res))
+                cur_sym, cur_val = tv, res
+        if kop[i] is not None:
+            sign = " + " if kop[i] == "plus" else " * "
+            clauses.append(_assign(v, f"{k[i]}{sign}{cur_sym}", f"{k[i]}{sign}{_operand(cur_val)}", val_s[i]))
+        clauses[-1] = "so " + clauses[-1]
+        steps.append(f"{head} {'; '.join(clauses)}.")
+    if reverse:  # the equation: a*x + b = given, solved for x
+        a, b = forms[0]
+        given, xval = values[0], values[unknown]
+        eq = [f"We know {var[0]} = {given}, so {_fmt_form(a, b)} = {given}"]
+        if b != 0:
+            eq.append(f"so {_fmt_form(a, 0)} = {given} {'-' if b > 0 else '+'} {abs(b)} = {given - b}")
+        if a != 1:
+            eq.append(f"so x = {given - b} / {a} = {xval}")
+        steps.append("; ".join(eq) + ".")
+
+    graph_nodes = []
+    for i in order:
+        graph_nodes.append({"name": names[i], "parents": [names[q] for q in parents[i]], "combine": combine[i],
+                            "k": k[i], "kop": kop[i], "value": values[i]})
+    mode = "reverse" if reverse else "forward"
+    canon.sort()
+    key = f"{ctx.id}|{mode}|{names[0]}|{names[unknown] if reverse else ''}|{values[0] if reverse else ''}|" + \
+        "|".join(canon)
+    return {
+        "id": hashlib.blake2b(key.encode(), digest_size=8).hexdigest(),
+        "op": sum(node_cost(len(parents[i]), k[i]) for i in range(n_sol)),
+        "context": ctx.id,
+        "mode": mode,
+        "problem": " ".join(sentences),
+        "question": question,
+        "solution": " ".join(steps),
+        "answer": values[target],
+        "graph": {"nodes": graph_nodes, "query": names[0], "unknown": names[unknown] if reverse else None},
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checking a record from its graph alone
+
+def graph_op(graph: dict) -> int:
+    return sum(node_cost(len(n["parents"]), n["k"]) for n in graph["nodes"])
+
+
+def recompute_values(graph: dict) -> dict[str, int]:
+    """Every node's value from the graph alone (combine the parents, then apply `kop k`)."""
+    vals: dict[str, int] = {}
+    for n in graph["nodes"]:
+        vals[n["name"]] = _combine(n["combine"], [vals[p] for p in n["parents"]], n["kop"], n["k"])
+    return vals
+
+
+def split_of(problem_id: str) -> str:
+    """The split a problem belongs to, decided by its content hash alone."""
+    u = int(problem_id[:8], 16) / 2 ** 32
+    acc = 0.0
+    for name, share in SPLITS.items():
+        acc += share
+        if u < acc:
+            return name
+    return name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Recipes: named mixtures over (op, context, mode)
+
+PAPER_CONTEXTS = "zoo,teachers,movies"
+
+
+def _context_recipe(exposure_pct: float, b_ops: str) -> str:
+    e = exposure_pct / 100
+    return f"{1 - e:.6g}*ops=2-20 contexts=zoo + {e:.6g}*ops={b_ops} contexts=teachers"
+
+
+RECIPES: dict[str, tuple[str, str]] = {
+    # pre-training (op 2..10), SPEC §2
+    "pretrain_uniform": ("ops=2:.11,3:.11,4:.11,5:.11,6:.11,7:.11,8:.11,9:.11,10:.12", "pre-training, ~uniform op 2-10"),
+    "pretrain_emh_235": ("ops=2:.06,3:.06,4:.08,5:.10,6:.10,7:.10,8:.16,9:.16,10:.18",
+                         "easy/medium/hard (op 2-4/5-7/8-10) = 0.2/0.3/0.5"),
+    "pretrain_emh_532": ("ops=2:.18,3:.16,4:.16,5:.10,6:.10,7:.10,8:.08,9:.06,10:.06",
+                         "easy/medium/hard = 0.5/0.3/0.2"),
+    **{f"pretrain_rarehard_{h:g}": (f"ops=2-4:{(1 - h / 100) / 2:.6g},5-7:{(1 - h / 100) / 2:.6g},8-10:{h / 100:.6g}",
+                                    f"easy/medium/hard = {(1 - h / 100) / 2:.4g}/{(1 - h / 100) / 2:.4g}/{h / 100:g}")
+       for h in (0.1, 1, 10)},
+    # appendix A.7: share of hard (upper-range) data in pre-training
+    **{f"pretrain_hardshare_{h}": (("ops=8-10" if h == 100 else "ops=2-7" if h == 0
+                                    else f"ops=2-7:{1 - h / 100:g},8-10:{h / 100:g}"),
+                                   f"pre-training with {h}% op 8-10")
+       for h in (0, 20, 50, 100)},
+    # RL pools and mid-training
+    **{f"rl_{a}_{a + 3}": (f"ops={a}-{a + 3}", f"RL pool, uniform op {a}-{a + 3}") for a in (7, 9, 11, 17)},
+    "midtrain": ("ops=2-10:.2,11-14:.8", "mid-training: 20% op 2-10 + 80% op 11-14"),
+    # context study (F2): A = zoo op 2-20; B = teachers at 0 / 0.1 / 1 / 10 %
+    **{f"context_v1_{e:g}": (_context_recipe(e, "2-20"), f"zoo op 2-20 + {e:g}% teachers over op 2-20")
+       for e in (0, 0.1, 1, 10)},
+    **{f"context_v2_{e:g}": (_context_recipe(e, "2"), f"zoo op 2-20 + {e:g}% teachers at op 2 only")
+       for e in (0, 0.1, 1, 10)},
+    "context_rl": ("ops=2-20 contexts=zoo,teachers", "context-study RL: 50% zoo / 50% teachers, op 2-20"),
+    # evaluation
+    "eval_2_20": ("ops=2-20", "evaluation over ID (2-10), edge (11-14) and hard (15-20) bands"),
+}
+
+
+@dataclass
+class Part:
+    weight: float
+    ops: dict[int, float]
+    contexts: dict[str, float]
+    modes: dict[str, float]
+
+
+def _parse_dist(key: str, text: str, parse_value) -> dict:
+    """`a,b:2,c-d:0.5` -> {value: weight}; a range's weight is spread evenly over its values."""
+    out: dict = {}
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, _, w = entry.partition(":")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise UserError(f"recipe: bad weight {w!r} in {key}={text}") from None
+        if weight < 0:
+            raise UserError(f"recipe: negative weight in {key}={text}")
+        vals = parse_value(name.strip())
+        for v in vals:
+            out[v] = out.get(v, 0.0) + weight / len(vals)
+    if not out or sum(out.values()) <= 0:
+        raise UserError(f"recipe: {key}= needs at least one entry with a positive weight")
+    return out
+
+
+def _parse_ops(text: str) -> list[int]:
+    lo, _, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise UserError(f"recipe: bad op {text!r}; use a number like 5 or a range like 2-10") from None
+    if not MIN_OP <= a <= b <= MAX_OP:
+        raise UserError(f"recipe: op {text!r} outside {MIN_OP}..{MAX_OP}")
+    return list(range(a, b + 1))
+
+
+def parse_recipe(spec: str, contexts: dict[str, Context] | None = None) -> list[Part]:
+    """A recipe name or spec -> its parts, each weight normalized. See the module docstring for the language."""
+    contexts = contexts if contexts is not None else load_contexts()
+    text = RECIPES[spec][0] if spec in RECIPES else spec
+    if "=" not in text:
+        raise UserError(f"unknown recipe {spec!r}; named recipes: {', '.join(RECIPES)} (or write a spec, see --help)")
+
+    def parse_ctx(name):
+        if name == "all":
+            return list(contexts)
+        if name not in contexts:
+            raise UserError(f"unknown context {name!r}; known: {', '.join(contexts)} (add one in contexts.json)")
+        return [name]
+
+    def parse_mode(name):
+        if name not in ("forward", "reverse"):
+            raise UserError(f"unknown mode {name!r}; use forward and/or reverse")
+        return [name]
+
+    parts = []
+    for chunk in text.split("+"):
+        chunk = chunk.strip()
+        weight = 1.0
+        if "*" in chunk:
+            w, _, chunk = chunk.partition("*")
+            try:
+                weight = float(w)
+            except ValueError:
+                raise UserError(f"recipe: bad part weight {w!r} in {spec!r}") from None
+        fields = {"ops": None, "contexts": PAPER_CONTEXTS, "modes": "forward"}
+        for item in chunk.split():
+            key, eq, val = item.partition("=")
+            if not eq or key not in fields:
+                raise UserError(f"recipe: bad item {item!r} in {spec!r}; use ops=..., contexts=..., modes=...")
+            fields[key] = val
+        if fields["ops"] is None:
+            raise UserError(f"recipe: part {chunk!r} of {spec!r} has no ops=")
+        if weight > 0:
+            parts.append(Part(weight, _parse_dist("ops", fields["ops"], _parse_ops),
+                              _parse_dist("contexts", fields["contexts"], parse_ctx),
+                              _parse_dist("modes", fields["modes"], parse_mode)))
+    if not parts:
+        raise UserError(f"recipe {spec!r} has no part with a positive weight")
+    total = sum(p.weight for p in parts)
+    for p in parts:
+        p.weight /= total
+        for d in (p.ops, p.contexts, p.modes):
+            s = sum(d.values())
+            for key in d:
+                d[key] /= s
+    return parts
+
+
+def override_modes(parts: list[Part], modes: str) -> None:
+    """Give every part of a recipe the same forward/reverse share (`forward:0.8,reverse:0.2`)."""
+    for p in parts:
+        p.modes = parse_recipe(f"ops=2 modes={modes}")[0].modes
+
+
+def expected_op_shares(parts: list[Part]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for p in parts:
+        for op, w in p.ops.items():
+            out[op] = out.get(op, 0.0) + p.weight * w
+    return out
+
+
+def _pick(rand, dist: dict):
+    r = rand()
+    for key, w in dist.items():
+        r -= w
+        if r < 0:
+            return key
+    return key
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Streams: pure functions of (seed, index), in parallel, deterministic
+
+def sample_at(parts: list[Part], seed: int, index: int, contexts: dict[str, Context]) -> dict:
+    """Problem number `index` of the stream `seed` -- the same whatever process computes it."""
+    rng = random.Random(f"{seed}/{index}")
+    part = parts[_pick(rng.random, {i: p.weight for i, p in enumerate(parts)})] if len(parts) > 1 else parts[0]
+    op = _pick(rng.random, part.ops)
+    ctx = contexts[_pick(rng.random, part.contexts)]
+    mode = _pick(rng.random, part.modes)
+    return make_problem(rng, op, ctx, mode)
+
+
+CHUNK = 256  # indices per unit of work
+_JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+
+
+def _chunk(args) -> list[tuple[str, int, str, str, str]]:
+    """Worker: the records of indices [start, start + CHUNK) that fall in `split`, as JSON lines."""
+    parts, seed, start, split, contexts = args
+    out = []
+    for index in range(start, start + CHUNK):
+        rec = sample_at(parts, seed, index, contexts)
+        if split == "all" or split_of(rec["id"]) == split:
+            out.append((rec["id"], rec["op"], rec["context"], rec["mode"], _JSON.encode(rec)))
+    return out
+
+
+def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1,
+                   contexts: dict[str, Context] | None = None, progress: bool = False):
+    """Yield (id, op, context, mode, json_line) for the first `n` distinct problems of the stream that fall
+    in `split`. Indices are processed in order and deduplicated by id in the parent, so the output is
+    identical for any `workers`."""
+    if split != "all" and split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or all")
+    contexts = contexts if contexts is not None else load_contexts()
+    seen: set[str] = set()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n, unit="problem", smoothing=0.1, dynamic_ncols=True)
+    pool = None
+    if workers > 1:
+        import multiprocessing as mp
+        pool = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers)
+    try:
+        done, start = 0, 0
+        while done < n:
+            batch = [(parts, seed, start + j * CHUNK, split, contexts) for j in range(max(1, workers) * 4)]
+            start += len(batch) * CHUNK
+            results = pool.imap(_chunk, batch) if pool else map(_chunk, batch)
+            for chunk in results:
+                for item in chunk:
+                    if item[0] in seen:
+                        continue
+                    seen.add(item[0])
+                    yield item
+                    done += 1
+                    if bar:
+                        bar.update(1)
+                    if done >= n:
+                        break
+                if done >= n:
+                    break
+            if start > 100 * n / SPLITS.get(split, 1.0) + 1_000_000:
+                raise UserError(f"this recipe has too few distinct problems in split {split!r} for n={n}")
+    finally:
+        if pool:
+            pool.terminate()
+        if bar:
+            bar.close()
+
+
+def generate(recipe: str | list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1):
+    """Yield `n` record dicts of a recipe (a name, a spec, or parsed parts)."""
+    parts = parse_recipe(recipe) if isinstance(recipe, str) else recipe
+    for item in generate_lines(parts, n, seed, split, workers):
+        yield json.loads(item[4])
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read records, checking each line has the record fields; a bad line is an error naming the line."""
+    out = []
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"data file {str(path)!r} not found") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            missing = [k for k in RECORD_FIELDS if not isinstance(rec, dict) or k not in rec]
+            if missing:
+                raise UserError(f"{path}:{lineno}: not a problem record (missing {', '.join(missing)})")
+            out.append(rec)
+    return out
+
+
+RECORD_FIELDS = ("id", "op", "context", "mode", "problem", "question", "solution", "answer", "graph")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+@dataclass
+class Config:
+    recipe: str = ""  # a named recipe (see the list below) or a recipe spec; empty = use --ops/--contexts
+    ops: str = ""  # ad-hoc mixture: op range and weights, e.g. 2-20 or 2-10:.2,11-14:.8
+    contexts: str = PAPER_CONTEXTS  # ad-hoc mixture: contexts, e.g. zoo,teachers or zoo:.99,teachers:.01
+    modes: str = ""  # forward/reverse share, e.g. forward,reverse or forward:.8,reverse:.2 (overrides the recipe)
+    n: int = 1000  # number of distinct problems to write
+    seed: int = 0  # stream seed: problem i is a pure function of (seed, i)
+    split: str = "all"  # keep only problems whose id falls in this split: train, rl, val, test or all
+    out: str = ""  # output JSONL path (required)
+    workers: int = 1  # worker processes; the output does not depend on it
+    progress: bool = True  # show a progress bar
+
+
+def recipe_listing() -> str:
+    lines = ["", "named recipes:"]
+    for name, (spec, desc) in RECIPES.items():
+        lines.append(f"  {name:<24} {desc}")
+        lines.append(f"  {'':<24}   {spec}")
+    return "\n".join(lines)
+
+
+def build_parts(cfg: Config) -> list[Part]:
+    if cfg.recipe and cfg.ops:
+        raise UserError("give either --recipe or --ops (an ad-hoc mixture), not both")
+    if not cfg.recipe and not cfg.ops:
+        raise UserError("give --recipe NAME (see --help for the list) or an ad-hoc --ops range like 2-20")
+    parts = parse_recipe(cfg.recipe or f"ops={cfg.ops} contexts={cfg.contexts}")
+    if cfg.modes:
+        override_modes(parts, cfg.modes)
+    return parts
+
+
+def main(cfg: Config) -> dict:
+    if cfg.n <= 0:
+        raise UserError(f"--n must be positive, got {cfg.n}")
+    if not cfg.out:
+        raise UserError("--out PATH is required (a .jsonl file to write)")
+    if cfg.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {cfg.workers}")
+    parts = build_parts(cfg)
+    out = Path(cfg.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        f = open(str(out) + ".tmp", "w", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {cfg.out!r}: {e.strerror}") from None
+    by_op, by_ctx, by_mode = Counter(), Counter(), Counter()
+    t0 = time.time()
+    with f:
+        for _id, op, ctx, mode, line in generate_lines(parts, cfg.n, cfg.seed, cfg.split, cfg.workers,
+                                                       progress=cfg.progress):
+            f.write(line + "\n")
+            by_op[op] += 1
+            by_ctx[ctx] += 1
+            by_mode[mode] += 1
+    os.replace(str(out) + ".tmp", out)
+    dt = time.time() - t0
+    summary = {"n": cfg.n, "seconds": round(dt, 2), "problems_per_s": round(cfg.n / dt, 1),
+               "by_op": dict(sorted(by_op.items())), "by_context": dict(by_ctx), "by_mode": dict(by_mode)}
+    print(f"wrote {cfg.n} problems to {out} in {dt:.1f}s ({cfg.n / dt:,.0f} problems/s, {cfg.workers} worker(s))")
+    print("  by op:      " + "  ".join(f"{k}:{v}" for k, v in sorted(by_op.items())))
+    print("  by context: " + "  ".join(f"{k}:{v}" for k, v in by_ctx.items()))
+    print("  by mode:    " + "  ".join(f"{k}:{v}" for k, v in by_mode.items()))
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main, Config, doc=__doc__ + recipe_listing())
