@@ -34,10 +34,10 @@ class UserError(Exception):
     """A mistake the user can fix (bad flag, missing file, corrupt checkpoint). Scripts print it and exit 2."""
 
 
-def run_main(main, config_cls, argv=None, doc: str | None = None):
+def run_main(main, config_cls, argv=None, doc: str | None = None, presets: dict | None = None):
     """`if __name__ == "__main__": run_main(main, Config)` -- parse flags, call main, turn UserError into a message."""
     try:
-        cfg = parse_config(config_cls, argv, doc=doc or sys.modules[main.__module__].__doc__)
+        cfg = parse_config(config_cls, argv, doc=doc or sys.modules[main.__module__].__doc__, presets=presets)
         return main(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -109,12 +109,33 @@ def config_help(cls, doc: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def parse_config(cls, argv: list[str] | None = None, doc: str | None = None, defaults: dict | None = None):
-    """Build a `cls` instance from command-line flags. Unknown flags and bad values raise UserError."""
+def apply_preset(presets: dict, name: str) -> dict:
+    """The field values a named preset sets (a preset is a dict of field -> value)."""
+    if name not in presets:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
+    return {**presets[name], "preset": name}
+
+
+def preset_config(cls, presets: dict, name: str, **overrides):
+    """`cls` with the preset's values, then `overrides` -- what `--preset=name --key=value ...` gives."""
+    return cls(**{**apply_preset(presets, name), **overrides})
+
+
+def parse_config(cls, argv: list[str] | None = None, doc: str | None = None, presets: dict | None = None):
+    """Build a `cls` instance from command-line flags. With `presets`, `--preset=NAME` first sets that preset's
+    values, then the other flags override them. Unknown flags and bad values raise UserError."""
     argv = list(sys.argv[1:] if argv is None else argv)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
-    values: dict = dict(defaults or {})
+    values: dict = {}
+    if presets:
+        chosen = [a.split("=", 1)[1] if "=" in a else argv[j + 1] if j + 1 < len(argv) else ""
+                  for j, a in enumerate(argv) if a == "--preset" or a.startswith("--preset=")]
+        if chosen:
+            values.update(apply_preset(presets, chosen[-1]))
+        if doc is not None:
+            doc += "\n\npresets (--preset=NAME sets these defaults; other flags override them):\n" + "\n".join(
+                f"  {name:<8} " + ", ".join(f"{k}={v}" for k, v in p.items()) for name, p in presets.items())
     repeated: set = set()  # flags seen on the command line
     i = 0
     while i < len(argv):
@@ -203,11 +224,18 @@ def atomic_write(path: str | Path, write_fn, binary: bool = True) -> None:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_json(path: str | Path, obj) -> None:
@@ -426,3 +454,34 @@ def step_line(step: int, total: int, **parts) -> str:
         else:
             out.append(f"{k} {v}")
     return " | ".join(out)
+
+
+def plot_lines(path: str | Path, series: dict[str, list[tuple[float, float]]], xlabel: str = "", ylabel: str = "",
+               title: str = "", logy: bool = False, logx: bool = False) -> None:
+    """One PNG with a line per series of (x, y) points; empty series are skipped."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, pts in series.items():
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=label, marker="o" if len(pts) < 30 else None, ms=3)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """A GitHub Markdown table."""
+    out = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(out)

@@ -826,14 +826,15 @@ def generate(recipe: str | list[Part], n: int, seed: int = 0, split: str = "all"
         yield json.loads(item[4])
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read records, checking each line has the record fields; a bad line is an error naming the line."""
-    out = []
+def iter_jsonl(path: str | Path, limit: int = 0):
+    """Stream the records of a JSONL file (the first `limit`; 0 = all), checking each line is a record;
+    a bad line is an error naming the file and line."""
     try:
         f = open(path, encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise UserError(f"data file {str(path)!r} not found") from None
     with f:
+        count = 0
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -844,8 +845,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
             missing = [k for k in RECORD_FIELDS if not isinstance(rec, dict) or k not in rec]
             if missing:
                 raise UserError(f"{path}:{lineno}: not a problem record (missing {', '.join(missing)})")
-            out.append(rec)
-    return out
+            yield rec
+            count += 1
+            if count == limit:
+                return
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return list(iter_jsonl(path))
 
 
 RECORD_FIELDS = ("id", "op", "context", "mode", "problem", "question", "solution", "answer", "graph")

@@ -464,33 +464,6 @@ class PackedShards:
 # ----------------------------------------------------------------------------------------------------------------
 # Streaming encode: records -> encode_batch -> packer -> shards
 
-_RENDER_FIELDS = ("op", "context", "mode", "problem", "question", "solution", "answer")
-
-
-def iter_jsonl(path: str | Path, limit: int = 0):
-    """Records of a JSONL file one at a time (the first `limit`, 0 = all); a bad line names the file and line."""
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"data file {str(path)!r} not found") from None
-    with f:
-        count = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            missing = [k for k in _RENDER_FIELDS if not isinstance(rec, dict) or k not in rec]
-            if missing:
-                raise UserError(f"{path}:{lineno}: not a problem record (missing {', '.join(missing)})")
-            yield rec
-            count += 1
-            if count == limit:
-                return
-
-
 def _batches(records, size: int):
     batch = []
     for rec in records:
@@ -608,7 +581,7 @@ def _source(cfg: Config):
     if cfg.data:
         if not Path(cfg.data).is_file():
             raise UserError(f"data file {cfg.data!r} not found")
-        return iter_jsonl(cfg.data, cfg.n), (cfg.n or None), {"data": str(cfg.data), "n": cfg.n or None}
+        return datagen.iter_jsonl(cfg.data, cfg.n), (cfg.n or None), {"data": str(cfg.data), "n": cfg.n or None}
     if cfg.n == 0:
         raise UserError("--n is required with --recipe (how many records to draw)")
     if cfg.workers < 1:

@@ -1,0 +1,154 @@
+"""Tests for pretrain.py: learning, exact resume, DDP equivalence, mid-training, checkpoints and errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import common
+import pretrain
+import tokenizer as tok_lib
+from common import UserError
+from conftest import micro_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def losses(out_dir) -> list[float]:
+    rows = [json.loads(line) for line in open(Path(out_dir) / "metrics.jsonl")]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_loss_decreases(micro_ckpt):
+    state = common.load_checkpoint(micro_ckpt)
+    rows = [json.loads(line) for line in open(micro_ckpt.parent / "metrics.jsonl")]
+    train = [r["loss"] for r in rows if "loss" in r]
+    assert train[-1] < train[0] - 1.0  # 40 steps take a micro model well below the uniform-guess loss
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert val and val[-1] < 4.0
+    assert state["step"] == 40 and state["tokens"] == 40 * 2048
+    assert state["flops"] == 6 * sum(v.numel() for v in state["model"].values()) * state["tokens"]
+    meta = json.loads((micro_ckpt.parent / "final.pt.json").read_text())  # human-readable twin
+    assert meta["step"] == 40 and "val_loss" in meta and "model" not in meta
+    assert (micro_ckpt.parent / "loss.png").stat().st_size > 1000
+    assert (micro_ckpt.parent / "config.json").exists()
+
+
+def test_resume_is_exact(tmp_path, micro_data):
+    full = micro_config(tmp_path / "a", data_dir=str(micro_data), max_steps=8, ckpt_every=100)
+    pretrain.main(full)
+    # the same schedule, stopped after 4 steps, then resumed to 8
+    half = micro_config(tmp_path / "b", data_dir=str(micro_data), max_steps=4, lr_decay_steps=8, ckpt_every=100)
+    pretrain.main(half)
+    resumed = micro_config(tmp_path / "b", data_dir=str(micro_data), max_steps=8, lr_decay_steps=8,
+                           ckpt_every=100, resume=True)
+    pretrain.main(resumed)
+    assert losses(full.out_dir) == losses(half.out_dir)  # bitwise: same data order, RNG, optimizer state
+    a = common.load_checkpoint(Path(full.out_dir) / "final.pt")["model"]
+    b = common.load_checkpoint(Path(half.out_dir) / "final.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_changed_settings(tmp_path, micro_data):
+    cfg = micro_config(tmp_path, data_dir=str(micro_data), max_steps=2)
+    pretrain.main(cfg)
+    with pytest.raises(UserError, match=r"settings differ.*lr"):
+        pretrain.main(micro_config(tmp_path, data_dir=str(micro_data), max_steps=4, lr=1e-2, resume=True))
+
+
+def test_ddp_two_processes_match_one(tmp_path, micro_data):
+    """torchrun with 2 CPU processes (gloo) = 1 process with the same global batch (micro-batches per step: 2 vs 1)."""
+    flags = ["--preset=micro", f"--data_dir={micro_data}", "--max_steps=4", "--eval_every=100", "--ckpt_every=100"]
+    one = tmp_path / "one"
+    pretrain.main(common.parse_config(pretrain.Config, flags + [f"--out_dir={one}"], presets=pretrain.PRESETS))
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                    str(ROOT / "pretrain.py"), *flags, f"--out_dir={two}"], check=True, cwd=ROOT, env=env,
+                   capture_output=True, timeout=300)
+    assert losses(two) == pytest.approx(losses(one), rel=1e-5, abs=1e-6)
+
+
+def test_midtraining_starts_from_weights_with_own_recipe(tmp_path, micro_ckpt):
+    base = common.load_checkpoint(micro_ckpt)
+    cfg = micro_config(tmp_path, init_from=str(micro_ckpt.parent), recipe="ops=5-6", warmup_frac=0.5,
+                       max_steps=2, lr=1e-9, min_lr=1e-9)
+    out = pretrain.main(cfg)
+    mid = common.load_checkpoint(Path(cfg.out_dir) / "final.pt")
+    assert mid["tokenizer"] == base["tokenizer"]  # the tokenizer follows the weights
+    drift = max((mid["model"][k] - base["model"][k]).abs().max().item() for k in base["model"])
+    assert drift < 1e-5  # a vanishing lr leaves the pre-trained weights in place
+    index = json.loads((Path(cfg.out_dir) / "data" / "train" / "index.json").read_text())
+    assert index["source"]["recipe"] == "ops=5-6" and set(index["by_op"]) == {"5", "6"}
+    assert mid["stage"] == "mid-training" and mid["config"]["init_from"] == str(micro_ckpt.parent)
+    assert pretrain.lr_at(0, cfg) == pytest.approx(1e-9)  # its own (warmup) schedule
+    assert out["train_loss"] < 5.0  # starts where pre-training left off, not at ln(vocab)
+
+
+def test_lr_schedule():
+    cfg = pretrain.Config(max_steps=100, warmup_frac=0.1, lr=1.0, min_lr=0.1)
+    lrs = [pretrain.lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_inputs_mask_comes_from_lengths():
+    tokens = torch.tensor([[5, 6, tok_lib.EOS_ID, 7, tok_lib.EOS_ID, 1, 1]])
+    x, y, mask, doc = pretrain.inputs_from_rows(tokens, torch.tensor([5]), doc_mask=True)
+    assert mask.tolist() == [[True, True, True, True, False, False]]
+    assert doc[0, :5].tolist() == [0, 0, 0, 1, 1]
+
+
+def test_crash_during_save_keeps_last_checkpoint(tmp_path, micro_ckpt, monkeypatch):
+    good = tmp_path / "ckpt.pt"
+    common.save_checkpoint(good, {"model": {"w": torch.ones(3)}})
+
+    def broken_save(obj, f):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt  # killed mid-save
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        common.save_checkpoint(good, {"model": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    assert torch.equal(common.load_checkpoint(good)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary left behind
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="cannot be read"):
+        common.load_checkpoint(bad)
+    with pytest.raises(UserError, match="not found"):
+        common.load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(UserError, match="no checkpoint"):
+        common.load_checkpoint(tmp_path)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="no 'model' entry"):
+        common.load_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bogus=1"], "unknown option --bogus"),
+    (["--max_steps=lots"], "expected int"),
+    (["--preset=huge"], "unknown preset"),
+    (["--preset=micro", "--batch_tokens=1000"], "must be a multiple"),
+    (["--preset=micro", "--resume"], "no checkpoint"),
+    (["--preset=micro", "--init_from=missing/ckpt.pt"], "not found"),
+    (["--preset=micro", "--model=gigantic"], "unknown model preset"),
+    (["--preset=micro", "--model_args=n_layer"], "key=value"),
+    (["--preset=micro", "--recipe=ops=99"], "outside"),
+    (["--preset=micro", "--tokenizer=missing.json"], "not found"),
+])
+def test_bad_flags(flags, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        common.run_main(pretrain.main, pretrain.Config, flags + [f"--out_dir={tmp_path / 'run'}"],
+                        presets=pretrain.PRESETS)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
