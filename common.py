@@ -281,12 +281,18 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """`final.pt` if present, else the `step_*.pt` with the largest step."""
+    """The newest checkpoint in a run folder: `final.pt` or a `step_*.pt`, whichever was written last (a run
+    resumed past its old end writes step files after the old final.pt)."""
     folder = Path(folder)
-    if (folder / "final.pt").exists():
-        return folder / "final.pt"
-    steps = sorted(folder.glob("step_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
-    return steps[-1] if steps else None
+    cands = [p for p in [folder / "final.pt", *folder.glob("step_*.pt")] if p.exists()]
+    return max(cands, key=lambda p: (p.stat().st_mtime_ns, p.name == "final.pt")) if cands else None
+
+
+def resume_changes(old: dict, cfg, may_change: tuple) -> str:
+    """The settings of `cfg` that differ from the checkpointed config `old`, except those in `may_change`."""
+    new = dataclasses.asdict(cfg)
+    diff = [k for k in new if k not in may_change and old.get(k) != new[k]]
+    return ", ".join(f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in diff)
 
 
 def prune_checkpoints(folder: str | Path, keep: int) -> None:

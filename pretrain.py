@@ -34,7 +34,7 @@ import datagen
 import model as model_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, cleanup_dist, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint,
-                    peak_flops, plot_lines, print_config, prune_checkpoints, rng_state, run_info, run_main,
+                    peak_flops, plot_lines, print_config, prune_checkpoints, resume_changes, rng_state, run_info, run_main,
                     save_checkpoint, save_json, seed_everything, set_rng_state, setup_dist, step_line)
 
 
@@ -304,9 +304,9 @@ def build_model(cfg: Config, state: dict | None, resuming: bool = False):
     return model_lib.Transformer(mcfg)
 
 
-# Fields a resumed run must share with the run it continues (else the losses could not match).
-RESUME_FIELDS = ("model", "model_args", "recipe", "modes", "seq_len", "batch_tokens", "lr", "min_lr", "warmup_frac",
-                 "weight_decay", "beta1", "beta2", "data_seed", "train_problems", "seed", "doc_mask", "init_from")
+# Settings a resumed run may change; any other difference would make its losses differ from an uninterrupted run.
+RESUME_MAY_CHANGE = ("max_steps", "lr_decay_steps", "resume", "device", "compile", "log_every", "eval_every",
+                     "ckpt_every", "keep_last", "workers", "data_dir", "tokenizer", "out_dir")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -339,11 +339,9 @@ def train(cfg: Config, dist) -> dict:
         if path is None:
             raise UserError(f"--resume: no checkpoint in {out_dir}; run without --resume to start it")
         resume_state = load_checkpoint(path)
-        old = resume_state["config"]
-        changed = [k for k in RESUME_FIELDS if old.get(k) != getattr(cfg, k)]
+        changed = resume_changes(resume_state["config"], cfg, RESUME_MAY_CHANGE)
         if changed:
-            raise UserError(f"--resume: these settings differ from the run in {out_dir}: "
-                            + ", ".join(f"{k} ({old.get(k)!r} -> {getattr(cfg, k)!r})" for k in changed))
+            raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
     init_state = load_checkpoint(cfg.init_from) if cfg.init_from and resume_state is None else None
     weights = resume_state or init_state  # where the model comes from (None: a fresh initialization)
 

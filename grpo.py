@@ -1,0 +1,628 @@
+"""
+grpo.py -- Group Relative Policy Optimization, written out by hand, as the paper ran it (verl).
+
+One step: take N prompts from the RL pool, sample r completions of each with the batched sampler, score
+every completion with the shared verifier (evaluate.py), turn rewards into group-relative advantages, then
+make `minibatches` clipped policy-gradient updates over the rollout batch, with a k3 KL penalty to the frozen
+initial model. Settings at `paper` scale are SPEC §7's; smaller presets scale the sizes, not the algorithm.
+
+    python grpo.py --init_from=runs/pretrain-tiny --pool=ops=7-8             # CPU, tiny preset
+    python grpo.py --preset=paper --init_from=runs/pretrain-paper --pool=rl_11_14 --reward=process --alpha=0.2
+    python grpo.py --init_from=... --pool=runs/edge-pool.jsonl --reselect_every=20   # self-paced edge pool
+    torchrun --nproc_per_node=8 grpo.py --preset=paper ...                   # rollouts sharded over GPUs
+
+The named choices (SPEC §5, §7; STYLE rule 6):
+  --loss_agg   token    : sum of per-token losses / tokens in the whole optimizer step (verl "token-mean", DAPO)
+               seq      : mean over tokens within each sequence, then over sequences (original GRPO, DeepSeekMath)
+               constant : sum of per-token losses / (sequences * max_new_tokens) (Dr. GRPO, no length bias)
+  --adv_norm   std      : (r - mean) / (std + 1e-6) per group, unbiased std (GRPO)
+               mean     : r - mean per group (Dr. GRPO: no std division, no difficulty bias)
+  --reward     outcome / process (with --alpha) / strict, from the shared verifier; --reward_noise flips labels;
+               --pseudo_label=majority uses the group's most common answer instead of the gold one.
+
+Outputs in --out_dir: config.json, log.txt, metrics.jsonl (one line per step), evals.jsonl, episodes.jsonl,
+checkpoints (step_*.pt, final.pt), dynamics.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import datagen
+import evaluate
+import model as model_lib
+import tokenizer as tok_lib
+from common import (Logger, UserError, cleanup_dist, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint,
+                    plot_lines, print_config, prune_checkpoints, resume_changes, rng_state, run_info, run_main,
+                    save_checkpoint,
+                    save_json, seed_everything, set_rng_state, setup_dist, step_line)
+
+
+@dataclass
+class Config:
+    # --- run
+    preset: str = "tiny"  # scale preset that sets the defaults below: micro / tiny / small / paper
+    out_dir: str = "runs/grpo-tiny"  # checkpoints, logs and plots go here
+    init_from: str = "runs/pretrain-tiny"  # policy and frozen reference model start from this checkpoint
+    resume: bool = False  # continue the run in out_dir from its latest checkpoint
+    seed: int = 0  # prompt order, sampling, reward noise
+    device: str = "auto"  # auto (cuda if available), cuda or cpu
+    dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+    compile: bool = False  # torch.compile the policy for the update passes
+    # --- prompts
+    pool: str = "ops=7-8"  # RL prompts: a datagen recipe (name or spec; split rl) or a .jsonl file of records
+    pool_size: int = 2048  # distinct prompts drawn from a recipe pool (scarce-data studies: 8, 64, ...)
+    pool_seed: int = 0  # datagen seed of a recipe pool
+    reselect_every: int = 0  # every K steps keep only edge-of-competence prompts of the pool (0 = static pool)
+    reselect_n: int = 8  # samples per prompt when re-selecting
+    eval_data: str = ""  # held-out prompts for evaluation: recipe or .jsonl ('' = the pool recipe, split test)
+    eval_problems: int = 64  # held-out problems evaluated every eval_every steps
+    eval_n: int = 4  # samples per held-out problem for the small-n pass@k (verified)
+    # --- rollouts
+    prompts_per_step: int = 16  # prompts per step, all processes together (paper 1024)
+    group_size: int = 8  # samples per prompt (paper 6)
+    temperature: float = 1.0  # sampling temperature for rollouts
+    top_p: float = 1.0  # nucleus sampling for rollouts
+    max_new_tokens: int = 192  # response length limit (paper 1024)
+    # --- objective
+    reward: str = "outcome"  # outcome / process / strict (SPEC §5)
+    alpha: float = 0.2  # outcome weight inside the process reward
+    reward_noise: float = 0.0  # flip each binary reward with this probability (weak supervision)
+    pseudo_label: str = "gold"  # gold, or majority: the group's most common answer stands in for the gold one
+    adv_norm: str = "std"  # std (GRPO) or mean (Dr. GRPO); see the module docstring
+    loss_agg: str = "token"  # token / seq / constant; see the module docstring
+    clip_eps: float = 0.2  # PPO clip range
+    kl_coef: float = 1e-3  # weight of the k3 KL(policy || reference) term
+    entropy_coef: float = 0.0  # entropy bonus (0 = none, as in the paper)
+    minibatches: int = 4  # optimizer updates per rollout batch (1 epoch over it)
+    micro_rows: int = 32  # rows per forward/backward per process
+    lr: float = 1e-5  # constant learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.999  # AdamW beta2
+    grad_clip: float = 1.0  # max global gradient norm
+    max_steps: int = 30  # RL steps
+    # --- logging and checkpoints
+    log_every: int = 1  # steps between log lines
+    eval_every: int = 10  # steps between held-out evaluations (and at the start and end)
+    episodes: int = 2  # episodes appended to episodes.jsonl at each evaluation
+    ckpt_every: int = 10  # steps between checkpoints (and at the end)
+    keep_last: int = 2  # step checkpoints kept besides final.pt
+
+
+PRESETS = {
+    "micro": dict(out_dir="runs/grpo-micro", init_from="runs/pretrain-micro", pool="ops=2-3", pool_size=64,
+                  eval_problems=8, eval_n=2, prompts_per_step=4, group_size=4, max_new_tokens=48, micro_rows=8,
+                  minibatches=2, max_steps=3, eval_every=2, ckpt_every=2, lr=1e-4),
+    "tiny": dict(out_dir="runs/grpo-tiny", init_from="runs/pretrain-tiny", pool="ops=7-8", pool_size=2048,
+                 prompts_per_step=16, group_size=8, max_new_tokens=192, micro_rows=32, minibatches=4,
+                 lr=1e-5, max_steps=30, eval_every=10, ckpt_every=10),
+    "small": dict(out_dir="runs/grpo-small", init_from="runs/pretrain-small", pool="rl_11_14", pool_size=20_000,
+                  eval_problems=256, eval_n=8, prompts_per_step=128, group_size=8, max_new_tokens=512,
+                  micro_rows=64, minibatches=4, lr=2e-6, max_steps=100, eval_every=20, ckpt_every=20),
+    # SPEC §7: 1024 prompts x 6 samples, response <= 1024, lr 1e-6, 4 mini-batches of 256 prompts, ~200 steps
+    "paper": dict(out_dir="runs/grpo-paper", init_from="runs/pretrain-paper", pool="rl_11_14", pool_size=200_000,
+                  eval_problems=512, eval_n=8, prompts_per_step=1024, group_size=6, max_new_tokens=1024,
+                  micro_rows=64, minibatches=4, lr=1e-6, max_steps=200, eval_every=20, ckpt_every=20),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The objective
+
+def grpo_loss(logp, old_logp, ref_logp, adv, mask, *, clip_eps: float, kl_coef: float, agg: str, denom: float,
+              max_new_tokens: int = 0, entropy=None, entropy_coef: float = 0.0):
+    """The GRPO surrogate for one micro-batch: a scalar whose sum over the micro-batches of an optimizer step
+    is that step's loss, plus statistics.
+
+    logp, old_logp, ref_logp: [B, T] log-probs of the sampled tokens under the policy being trained, the policy
+    that sampled them, and the frozen reference model. adv: [B] advantage of each sequence (broadcast to its
+    tokens). mask: [B, T] 1 on response tokens (the EOS that ended a row included). denom: the normalizer for
+    the *whole* optimizer step, computed by the caller over every micro-batch and process -- response tokens for
+    agg="token", sequences for "seq" and "constant" -- so that splitting the batch never changes the gradient.
+
+    Per token: ratio = exp(logp - old_logp); policy term = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)
+    (PPO, Schulman et al. 2017, as used by GRPO, Shao et al. 2024 "DeepSeekMath"); KL term
+    = exp(ref - logp) - (ref - logp) - 1 (the k3 estimator, Schulman 2020: unbiased, always >= 0), weighted by
+    kl_coef and added to the loss as in GRPO (not to the reward, as in PPO-RLHF). Aggregation (STYLE rule 6):
+    "token" weighs every token of the step equally (verl token-mean, DAPO, Yu et al. 2025); "seq" averages within
+    each sequence first (the original GRPO); "constant" divides by sequences * max_new_tokens (Dr. GRPO, Liu et
+    al. 2025), removing the length bias of both.
+
+    Why the loss starts near zero: on the first update of a step the policy is the sampling policy, so
+    ratio = 1 and the KL to a reference that equals it is 0; the policy term is then -mean(A), and group-normalized
+    advantages have mean zero within every group. Its *gradient* is not zero: it is the REINFORCE gradient
+    sum_t A * grad log p. A loss drifting far from 0 means ratios or KL have grown, not that learning is good.
+    """
+    mask = mask.to(logp.dtype)
+    if agg == "token":
+        weight = mask / denom
+    elif agg == "seq":
+        weight = mask / (mask.sum(1, keepdim=True).clamp(min=1) * denom)
+    elif agg == "constant":
+        weight = mask / (max_new_tokens * denom)
+    else:
+        raise ValueError(f"unknown loss aggregation {agg!r}")
+    ratio = torch.exp(logp - old_logp)
+    a = adv[:, None]
+    pg = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
+    log_r = ref_logp - logp
+    kl = torch.exp(log_r) - log_r - 1
+    per_token = pg + kl_coef * kl
+    if entropy is not None and entropy_coef:
+        per_token = per_token - entropy_coef * entropy
+    loss = (weight * per_token).sum()
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        stats = {"kl": float((kl * mask).sum() / n), "clip_frac": float((((ratio - 1).abs() > clip_eps) * mask).sum() / n),
+                 "ratio": float((ratio * mask).sum() / n), "tokens": float(mask.sum())}
+    return loss, stats
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, norm: str = "std") -> torch.Tensor:
+    """Rewards [G * n] (prompt-major) -> advantages: r minus its group's mean, divided by the group's unbiased std
+    + 1e-6 for norm="std". A group whose rewards are all equal gets advantage 0 (it carries no signal)."""
+    r = rewards.view(-1, group_size)
+    centered = r - r.mean(1, keepdim=True)
+    if norm == "std":
+        std = r.std(1, keepdim=True, unbiased=True) if group_size > 1 else torch.zeros_like(r[:, :1])
+        centered = centered / (std + 1e-6)
+    elif norm != "mean":
+        raise ValueError(f"unknown advantage normalization {norm!r}")
+    return centered.flatten()
+
+
+def response_mask(prompt_lens: torch.Tensor, resp_lens: torch.Tensor, T: int) -> torch.Tensor:
+    """Mask over *targets* [B, T] (target t = token t + 1 of the sequence) that covers exactly the response tokens.
+
+    Sequence b is its prompt (prompt_lens[b] tokens) then its response (resp_lens[b] tokens, the EOS that ended
+    it included; a truncated row has no EOS), then padding. Built from lengths only, never from token ids, so it
+    is right even when the pad id equals the EOS id."""
+    pos = torch.arange(1, T + 1, device=prompt_lens.device)[None, :]  # index of each target in the sequence
+    start = prompt_lens[:, None]
+    return (pos >= start) & (pos < start + resp_lens[:, None])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rewards: the shared verifier, plus the weak-supervision variants
+
+def score_group(records: list[dict], completions: list[str], cfg: Config, rng: random.Random) -> list[dict]:
+    """Verify every completion; add its reward under cfg.reward (with pseudo-labels and noise if asked)."""
+    results = [evaluate.verify(rec, comp) for rec, comp in zip(records, completions)]
+    if cfg.pseudo_label == "majority":  # the group's most common parsed answer stands in for the gold answer
+        for g in range(0, len(results), cfg.group_size):
+            answers = [r["answer"] for r in results[g:g + cfg.group_size] if r["answer"] is not None]
+            label = Counter(answers).most_common(1)[0][0] if answers else None
+            for r in results[g:g + cfg.group_size]:
+                r["pseudo_correct"] = label is not None and r["answer"] == label
+    for r in results:
+        if cfg.pseudo_label == "majority":
+            value = float(r["pseudo_correct"])
+        else:
+            value = evaluate.reward(r, cfg.reward, cfg.alpha)
+        if cfg.reward_noise and rng.random() < cfg.reward_noise:
+            value = 1.0 - value
+        r["reward"] = value
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data: the prompt pool and the held-out prompts
+
+def load_problems(source: str, n: int, seed: int, split: str) -> list[dict]:
+    """Records from a .jsonl file, or the first n problems of a recipe in the given split."""
+    if source.endswith(".jsonl"):
+        records = datagen.read_jsonl(source)
+        if not records:
+            raise UserError(f"{source} holds no problems")
+        return records
+    return list(datagen.generate(source, n, seed=seed, split=split))
+
+
+class PromptStream:
+    """Prompts of the pool in a seeded random order, epoch after epoch; (epoch, cursor) is its whole state."""
+
+    def __init__(self, pool: list[dict], seed: int):
+        self.pool, self.seed, self.epoch, self.cursor = pool, seed, 0, 0
+
+    def take(self, n: int) -> list[dict]:
+        out = []
+        while len(out) < n:
+            order = list(range(len(self.pool)))
+            random.Random(self.seed * 7919 + self.epoch).shuffle(order)
+            take = order[self.cursor:self.cursor + n - len(out)]
+            out += [self.pool[i] for i in take]
+            self.cursor += len(take)
+            if self.cursor >= len(self.pool):
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return out
+
+
+def fitting(records: list[dict], tok, room: int, what: str, log) -> list[dict]:
+    """The records whose prompt leaves `max_new_tokens` of room in the model's context (the others are dropped,
+    and counted in the log, rather than failing mid-run)."""
+    lens = [len(ids) for ids in encode_prompts(tok, records)]
+    kept = [r for r, n in zip(records, lens) if n <= room]
+    if len(kept) < len(records):
+        log.print(f"note: {len(records) - len(kept)} of {len(records)} {what} have prompts longer than "
+                  f"{room} tokens (context minus max_new_tokens) and are left out")
+    if not kept:
+        raise UserError(f"no {what} fit the model's context with --max_new_tokens; lower it")
+    return kept
+
+
+def encode_prompts(tok, records: list[dict]) -> list[list[int]]:
+    return [e.ids for e in tok.encode_batch([tok_lib.render_prompt(r) for r in records])]
+
+
+def decode_responses(tok, gen) -> list[str]:
+    return tok.decode_batch(gen.to_lists(), skip_special_tokens=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One RL step
+
+def sequence_batch(prompt_ids: list[list[int]], gen, group_size: int, pad_id: int):
+    """Prompt + response rows, right-padded: (inputs [R, T], targets [R, T], response mask [R, T])."""
+    rows = []
+    resp = gen.to_lists()
+    for i, r in enumerate(resp):
+        rows.append(prompt_ids[i // group_size] + r)
+    T = max(len(s) for s in rows)
+    seq = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    for i, s in enumerate(rows):
+        seq[i, :len(s)] = torch.tensor(s)
+    p_lens = torch.tensor([len(prompt_ids[i // group_size]) for i in range(len(rows))])
+    mask = response_mask(p_lens, gen.lengths.cpu(), T - 1)
+    return seq[:, :-1], seq[:, 1:], mask
+
+
+@torch.no_grad()
+def logprobs_of(model, x, y, micro_rows: int, autocast, entropy: bool = False):
+    """Per-token log-probs [R, T] (and entropies) in micro-batches, without gradients."""
+    logps, ents = [], []
+    for i in range(0, x.size(0), micro_rows):
+        with autocast:
+            out = model.token_logprobs(x[i:i + micro_rows], y[i:i + micro_rows], return_entropy=entropy)
+        logps.append((out[0] if entropy else out).float())
+        if entropy:
+            ents.append(out[1].float())
+    return (torch.cat(logps), torch.cat(ents)) if entropy else torch.cat(logps)
+
+
+def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: Config, step: int, dist,
+            autocast, reward_fn=None) -> dict:
+    """Rollout, score, and `minibatches` updates over this process's share of one step's prompts."""
+    device = dist.device
+    t0 = time.time()
+    prompt_ids = encode_prompts(tok, records)
+    policy.eval()
+    with autocast:
+        gen = model_lib.generate(policy, prompt_ids, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+                                 temperature=cfg.temperature, top_p=cfg.top_p, eos_id=tok_lib.EOS_ID,
+                                 pad_id=tok_lib.PAD_ID, seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
+    policy.train()
+    t_rollout = time.time() - t0
+    completions = decode_responses(tok, gen)
+    group_records = [rec for rec in records for _ in range(cfg.group_size)]
+    rng = random.Random(f"{cfg.seed}/{step}/{dist.rank}")
+    if reward_fn is not None:  # tests use a synthetic reward
+        results = [{"reward": float(reward_fn(rec, comp, toks)), "answer_correct": False, "verified": False,
+                    "hacked": False} for rec, comp, toks in zip(group_records, completions, gen.to_lists())]
+    else:
+        results = score_group(group_records, completions, cfg, rng)
+    rewards = torch.tensor([r["reward"] for r in results], dtype=torch.float32)
+    adv = group_advantages(rewards, cfg.group_size, cfg.adv_norm)
+
+    x, y, mask = sequence_batch(prompt_ids, gen, cfg.group_size, tok_lib.PAD_ID)
+    x, y, mask, adv_d = x.to(device), y.to(device), mask.to(device), adv.to(device)
+    # log-probs (and entropy, for the log) under the policy that sampled the rollouts, before any update
+    old_logp, old_entropy = logprobs_of(policy, x, y, cfg.micro_rows, autocast, entropy=True)
+    ref_logp = logprobs_of(ref, x, y, cfg.micro_rows, autocast) if ref is not None else old_logp
+
+    # --- updates: the rows split into `minibatches` groups of whole prompts, one optimizer step each
+    R = x.size(0)
+    per_mb = R // cfg.minibatches
+    stats_acc: dict[str, float] = Counter()
+    grad_norms = []
+    for mb in range(cfg.minibatches):
+        rows = torch.arange(mb * per_mb, (mb + 1) * per_mb if mb < cfg.minibatches - 1 else R, device=device)
+        n_tok = mask[rows].sum().float()
+        n_seq = torch.tensor(float(len(rows)), device=device)
+        denom = torch.stack([n_tok, n_seq])
+        if dist.ddp:  # normalize by the whole step's count, over every process
+            torch.distributed.all_reduce(denom)
+        d = float(denom[0] if cfg.loss_agg == "token" else denom[1])
+        chunks = rows.split(cfg.micro_rows)
+        for ci, sel in enumerate(chunks):
+            sync = contextlib.nullcontext() if not dist.ddp or ci == len(chunks) - 1 else train_model.no_sync()
+            with sync, autocast:
+                out = train_model(x[sel], y[sel], cfg.entropy_coef > 0)
+                logp, ent = out if cfg.entropy_coef > 0 else (out, None)
+                loss, st = grpo_loss(logp.float(), old_logp[sel], ref_logp[sel], adv_d[sel], mask[sel],
+                                     clip_eps=cfg.clip_eps, kl_coef=cfg.kl_coef, agg=cfg.loss_agg, denom=d,
+                                     max_new_tokens=cfg.max_new_tokens, entropy=ent, entropy_coef=cfg.entropy_coef)
+                (loss * dist.world).backward()  # DDP averages over processes; the denominator is already global
+            for k in ("kl", "clip_frac"):
+                stats_acc[k] += st[k] * st["tokens"]
+            stats_acc["tokens"] += st["tokens"]
+            stats_acc["loss"] += float(loss.detach()) * dist.world  # the whole step's loss, summed over ranks
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    n_tok_total = max(1.0, stats_acc["tokens"])
+
+    entropy = float((old_entropy * mask).sum()) / n_tok_total
+
+    lengths = gen.lengths.float()
+    zero_var = (rewards.view(-1, cfg.group_size).std(1) == 0).float().mean() if cfg.group_size > 1 else \
+        torch.tensor(1.0)
+    metrics = {
+        "reward": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+        "answer_acc": sum(r["answer_correct"] for r in results) / len(results),
+        "verified": sum(r["verified"] for r in results) / len(results),
+        "hacked": sum(r["hacked"] for r in results) / len(results),
+        "zero_var_groups": float(zero_var), "kl": stats_acc["kl"] / n_tok_total,
+        "clip_frac": stats_acc["clip_frac"] / n_tok_total, "entropy": entropy, "loss": stats_acc["loss"],
+        "resp_len": float(lengths.mean()), "resp_len_max": int(lengths.max()),
+        "truncated": float((~gen.finished).float().mean()), "grad_norm": sum(grad_norms) / len(grad_norms),
+        "rollout_s": t_rollout, "update_s": time.time() - t0 - t_rollout,
+        "rollout_tokens": int(gen.lengths.sum()),
+        "seq_tokens": sum(len(p) for p in prompt_ids) * cfg.group_size + int(gen.lengths.sum()),
+    }
+    if reward_fn is None:
+        for kind in ("outcome", "process", "strict"):
+            metrics[f"reward_{kind}"] = sum(evaluate.reward(r, kind, cfg.alpha) for r in results) / len(results)
+    metrics["_episodes"] = [{"prompt": tok_lib.render_prompt(rec), "completion": comp, "reward": r["reward"],
+                             "answer": rec["answer"], **{k: r[k] for k in ("answer_correct", "verified", "hacked")}}
+                            for rec, comp, r in list(zip(group_records, completions, results))[:cfg.episodes]]
+    return metrics
+
+
+class LogprobModule(torch.nn.Module):
+    """The policy with `token_logprobs` as its forward: DDP syncs gradients only through `forward` calls."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, x, y, want_entropy: bool = False):
+        return self.policy.token_logprobs(x, y, return_entropy=want_entropy)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation on held-out prompts, and the edge-of-competence pool
+
+def evaluate_policy(policy, tok, records: list[dict], cfg: Config, autocast, seed: int) -> dict:
+    """Greedy answer accuracy / verified rate, and pass@k (k <= eval_n) at the rollout temperature."""
+    greedy = evaluate.sample_and_score(policy, tok, records, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+                                       seed=seed, autocast=autocast)
+    out = {"greedy_acc": sum(r[0]["answer_correct"] for r in greedy) / len(records),
+           "greedy_verified": sum(r[0]["verified"] for r in greedy) / len(records),
+           "greedy_hacked": sum(r[0]["hacked"] for r in greedy) / len(records)}
+    if cfg.eval_n > 1:
+        sampled = evaluate.sample_and_score(policy, tok, records, n=cfg.eval_n, temperature=cfg.temperature,
+                                            max_new_tokens=cfg.max_new_tokens, seed=seed + 1, autocast=autocast)
+        for metric in ("verified", "answer_correct"):
+            counts = [(len(rs), sum(r[metric] for r in rs)) for rs in sampled]
+            for k, v in evaluate.pass_at_k_curve(counts, evaluate.default_ks(cfg.eval_n)).items():
+                out[f"pass@{k} {'verified' if metric == 'verified' else 'answer'}"] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training loop
+
+def main(cfg: Config) -> dict:
+    dist = setup_dist(cfg.device)
+    try:
+        return train(cfg, dist)
+    finally:
+        cleanup_dist()
+
+
+def check_config(cfg: Config, world: int) -> None:
+    if cfg.reward not in ("outcome", "process", "strict"):
+        raise UserError(f"--reward must be outcome, process or strict, got {cfg.reward!r}")
+    if cfg.loss_agg not in ("token", "seq", "constant"):
+        raise UserError(f"--loss_agg must be token, seq or constant, got {cfg.loss_agg!r}")
+    if cfg.adv_norm not in ("std", "mean"):
+        raise UserError(f"--adv_norm must be std or mean, got {cfg.adv_norm!r}")
+    if cfg.pseudo_label not in ("gold", "majority"):
+        raise UserError(f"--pseudo_label must be gold or majority, got {cfg.pseudo_label!r}")
+    if cfg.pseudo_label == "majority" and cfg.reward != "outcome":
+        raise UserError("--pseudo_label=majority only defines an outcome reward; use --reward=outcome")
+    if cfg.reward_noise and cfg.reward == "process":
+        raise UserError("--reward_noise flips binary rewards; use --reward=outcome or strict")
+    if not 0 <= cfg.reward_noise <= 1 or not 0 <= cfg.alpha <= 1:
+        raise UserError("--reward_noise and --alpha must lie in [0, 1]")
+    if cfg.group_size < 2:
+        raise UserError("--group_size must be >= 2: advantages are relative to the group")
+    if cfg.prompts_per_step % world or (cfg.prompts_per_step // world) % cfg.minibatches:
+        raise UserError(f"--prompts_per_step={cfg.prompts_per_step} must split evenly into {world} process(es) x "
+                        f"{cfg.minibatches} mini-batches of whole prompt groups")
+    if cfg.max_steps <= 0 or cfg.micro_rows <= 0:
+        raise UserError("--max_steps and --micro_rows must be positive")
+
+
+def train(cfg: Config, dist) -> dict:
+    check_config(cfg, dist.world)
+    device, master = dist.device, dist.master
+    out_dir = Path(cfg.out_dir)
+    log = Logger(out_dir, enabled=master)
+    resume_state = None
+    if cfg.resume:
+        path = latest_checkpoint(out_dir)
+        if path is None:
+            raise UserError(f"--resume: no checkpoint in {out_dir}; run without --resume to start it")
+        resume_state = load_checkpoint(path)
+        changed = resume_changes(resume_state["config"], cfg, ("max_steps", "resume", "device", "log_every",
+                                                               "eval_every", "ckpt_every", "keep_last", "compile"))
+        if changed:
+            raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
+    init_state = load_checkpoint(cfg.init_from)
+    tokenizer_path = init_state.get("tokenizer")
+    if not tokenizer_path or not Path(tokenizer_path).exists():
+        raise UserError(f"the checkpoint {cfg.init_from!r} names no readable tokenizer ({tokenizer_path!r})")
+    tok = tok_lib.load_tokenizer(tokenizer_path)
+
+    seed_everything(cfg.seed)
+    policy = model_lib.model_from_state(resume_state or init_state).to(device)
+    ref = None
+    if cfg.kl_coef > 0:  # the frozen initial model
+        ref = model_lib.model_from_state(init_state).to(device).eval()
+        ref.requires_grad_(False)
+    optimizer = policy.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr
+
+    recipe_pool = not cfg.pool.endswith(".jsonl")
+    pool = load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl")
+    if not cfg.eval_data and not recipe_pool:
+        raise UserError("--eval_data is needed when --pool is a file (held-out prompts must come from a recipe split)")
+    eval_records = load_problems(cfg.eval_data or cfg.pool, cfg.eval_problems, cfg.pool_seed + 1, "test")
+    room = policy.config.max_seq_len - cfg.max_new_tokens
+    pool = fitting(pool, tok, room, "pool prompts", log)
+    eval_records = fitting(eval_records[:cfg.eval_problems], tok, room, "held-out prompts", log)
+    stream = PromptStream(pool, cfg.seed)
+    L = max(len(p) for p in encode_prompts(tok, pool[:256])) + cfg.max_new_tokens  # the initial pool, also on resume
+    start_step, compute = 0, {"rl_tokens_nominal": 0.0, "rl_tokens_actual": 0.0}
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        set_rng_state(resume_state["rng"])
+        start_step, compute = resume_state["step"], resume_state["compute"]
+        if resume_state.get("pool_file"):
+            pool = datagen.read_jsonl(resume_state["pool_file"])
+            stream = PromptStream(pool, resume_state.get("stream_seed", cfg.seed))  # re-selection reseeds it
+        stream.epoch, stream.cursor = resume_state["stream"]
+    train_model = LogprobModule(policy)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    if dist.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    n_params = policy.n_params()
+    gamma = 1.0 if ref is not None else 0.0
+    nominal_step = (4 / 3 + gamma / 3) * cfg.prompts_per_step * cfg.group_size * L
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_json(out_dir / "config.json", {"config": asdict(cfg), "model": asdict(policy.config),
+                                            "run": run_info(device), "tokenizer": tokenizer_path})
+        print_config(cfg, "GRPO config")
+        log.print(f"GRPO: {n_params:,} params | {cfg.prompts_per_step} prompts x {cfg.group_size} samples/step "
+                  f"({cfg.minibatches} updates of {cfg.prompts_per_step // cfg.minibatches} prompts, "
+                  f"{dist.world} process(es)) | pool {len(pool):,} prompts | reward {cfg.reward}"
+                  + (f" (alpha {cfg.alpha})" if cfg.reward == "process" else "")
+                  + f" | loss {cfg.loss_agg}-mean, adv {cfg.adv_norm}, clip {cfg.clip_eps}, kl {cfg.kl_coef} | "
+                  f"lr {cfg.lr:g} | {cfg.max_steps} steps | {'bf16' if use_bf16 else 'fp32'} on {device} | "
+                  f"~{fmt_count(nominal_step)} token-equivalents/step (SPEC §7, L={L})"
+                  + (f" | resuming at step {start_step}" if start_step else ""))
+
+    def run_eval(step):
+        res = evaluate_policy(policy, tok, eval_records, cfg, autocast, seed=cfg.seed + 17)
+        if master:
+            log.print(f"eval step {step} | " + " | ".join(f"{k} {v:.3f}" for k, v in res.items()))
+            with open(out_dir / "evals.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **res}) + "\n")
+        return res
+
+    evals = []
+    if start_step == 0:
+        evals.append((0, run_eval(0)))
+    t0 = time.time()
+    last = {}
+    for step in range(start_step, cfg.max_steps):
+        t_step = time.time()
+        pool_file = None
+        if cfg.reselect_every and step % cfg.reselect_every == 0:
+            full = fitting(load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl"), tok, room, "pool prompts", log)
+            selected, _ = evaluate.select_edge(policy, tok, full, n=cfg.reselect_n, temperature=cfg.temperature,
+                                               max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + step,
+                                               autocast=autocast)
+            if selected:
+                pool = selected
+                stream = PromptStream(pool, cfg.seed + step)
+            if master:
+                log.print(f"step {step}: edge-of-competence pool has {len(selected)} of {len(full)} prompts"
+                          + ("" if selected else " -- keeping the previous pool"))
+        batch = stream.take(cfg.prompts_per_step)[dist.rank::dist.world]
+        m = rl_step(policy, train_model, ref, optimizer, tok, batch, cfg, step, dist, autocast)
+        episodes = m.pop("_episodes")
+        if dist.ddp:
+            keys = sorted(k for k, v in m.items() if isinstance(v, (int, float)))
+            t = torch.tensor([float(m[k]) for k in keys], device=device)
+            torch.distributed.all_reduce(t)
+            m.update({k: float(v) / dist.world for k, v in zip(keys, t.tolist())})
+            m["rollout_tokens"] *= dist.world
+            m["seq_tokens"] *= dist.world
+        compute["rl_tokens_nominal"] += nominal_step
+        compute["rl_tokens_actual"] += (4 / 3 + gamma / 3) * m["seq_tokens"]
+        step_s = time.time() - t_step
+        m.update(step=step + 1, step_s=step_s, rollout_share=m["rollout_s"] / step_s,
+                 rollout_tok_s=m["rollout_tokens"] / max(m["rollout_s"], 1e-9),
+                 flops=6 * n_params * compute["rl_tokens_actual"], **compute)
+        last = m
+        if master:
+            log.metrics(m)
+            if (step + 1) % cfg.log_every == 0 or step == start_step or step + 1 == cfg.max_steps:
+                log.print(step_line(step + 1, cfg.max_steps, reward=m["reward"], acc=m["answer_acc"],
+                                    verified=m["verified"], hacked=m["hacked"], kl=m["kl"], clip=m["clip_frac"],
+                                    ent=m["entropy"], len=m["resp_len"], ms=step_s * 1000,
+                                    rollout=f"{m['rollout_share']:.0%} @ {fmt_count(m['rollout_tok_s'])} tok/s",
+                                    eta=step_s * (cfg.max_steps - step - 1)))
+        final = step + 1 == cfg.max_steps
+        if (step + 1) % cfg.eval_every == 0 or final:
+            evals.append((step + 1, run_eval(step + 1)))
+            if master:
+                with open(out_dir / "episodes.jsonl", "a") as f:
+                    for ep in episodes:
+                        f.write(json.dumps({"step": step + 1, **ep}, ensure_ascii=False) + "\n")
+        if master and ((step + 1) % cfg.ckpt_every == 0 or final):
+            if pool is not None and cfg.reselect_every:
+                pool_file = out_dir / f"pool_step{step + 1:06d}.jsonl"
+                pool_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool))
+            state = {"model": policy.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
+                     "rng": rng_state(), "stream": [stream.epoch, stream.cursor], "stream_seed": stream.seed,
+                     "config": asdict(cfg),
+                     "model_config": asdict(policy.config), "compute": compute, "tokenizer": tokenizer_path,
+                     "pool_file": str(pool_file) if pool_file else None, "stage": "grpo",
+                     "flops": 6 * n_params * compute["rl_tokens_actual"]}
+            meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
+            meta.update(last_step={k: v for k, v in m.items()}, last_eval=evals[-1][1] if evals else None)
+            save_checkpoint(out_dir / f"step_{step + 1:06d}.pt", state, meta)
+            prune_checkpoints(out_dir, cfg.keep_last)
+            if final:
+                save_checkpoint(out_dir / "final.pt", state, meta)
+
+    if master:
+        plot_dynamics(out_dir)
+        log.print(f"done: {cfg.max_steps} steps in {fmt_duration(time.time() - t0)} | final reward "
+                  f"{last.get('reward', float('nan')):.3f} | " + " | ".join(
+                      f"{k} {v:.3f}" for k, v in (evals[-1][1].items() if evals else [])))
+    return {"last_step": last, "evals": evals, "out_dir": str(out_dir)}
+
+
+def plot_dynamics(out_dir: Path) -> None:
+    """dynamics.png: train reward / accuracy / verified per step, and held-out evaluations."""
+    rows = [json.loads(line) for line in open(out_dir / "metrics.jsonl")] if (out_dir / "metrics.jsonl").exists() else []
+    evals = [json.loads(line) for line in open(out_dir / "evals.jsonl")] if (out_dir / "evals.jsonl").exists() else []
+    series = {f"train {k}": [(r["step"], r[k]) for r in rows if k in r] for k in ("reward", "answer_acc", "verified")}
+    for k in ("greedy_acc", "greedy_verified"):
+        series[f"held-out {k}"] = [(e["step"], e[k]) for e in evals if k in e]
+    plot_lines(out_dir / "dynamics.png", series, xlabel="RL step", ylabel="rate", title=f"GRPO: {out_dir.name}")
+
+
+if __name__ == "__main__":
+    run_main(main, Config, presets=PRESETS)
