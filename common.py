@@ -259,6 +259,15 @@ def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> 
         save_json(Path(str(path) + ".json"), meta)
 
 
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """Copy a checkpoint (and its readable .json) atomically, e.g. the last step checkpoint to final.pt."""
+    import shutil
+    for a, b in ((Path(src), Path(dst)), (Path(str(src) + ".json"), Path(str(dst) + ".json"))):
+        if a.exists():
+            with open(a, "rb") as f:
+                atomic_write(b, lambda out: shutil.copyfileobj(f, out))
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint with weights_only=True (no code runs from the file); clear errors if missing or corrupt."""
     path = Path(path)

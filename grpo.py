@@ -41,10 +41,9 @@ import datagen
 import evaluate
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, cleanup_dist, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint,
-                    plot_lines, print_config, prune_checkpoints, resume_changes, rng_state, run_info, run_main,
-                    save_checkpoint,
-                    save_json, seed_everything, set_rng_state, setup_dist, step_line)
+from common import (Logger, UserError, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration, latest_checkpoint,
+                    load_checkpoint, plot_lines, print_config, prune_checkpoints, resume_changes, rng_state, run_info,
+                    run_main, save_checkpoint, save_json, seed_everything, set_rng_state, setup_dist, step_line)
 
 
 @dataclass
@@ -59,20 +58,20 @@ class Config:
     dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
     compile: bool = False  # torch.compile the policy for the update passes
     # --- prompts
-    pool: str = "ops=7-8"  # RL prompts: a datagen recipe (name or spec; split rl) or a .jsonl file of records
+    pool: str = "ops=4-5 contexts=zoo"  # RL prompts: datagen recipe (name or spec; split rl) or .jsonl of records
     pool_size: int = 2048  # distinct prompts drawn from a recipe pool (scarce-data studies: 8, 64, ...)
     pool_seed: int = 0  # datagen seed of a recipe pool
     reselect_every: int = 0  # every K steps keep only edge-of-competence prompts of the pool (0 = static pool)
     reselect_n: int = 8  # samples per prompt when re-selecting
     eval_data: str = ""  # held-out prompts for evaluation: recipe or .jsonl ('' = the pool recipe, split test)
-    eval_problems: int = 64  # held-out problems evaluated every eval_every steps
+    eval_problems: int = 32  # held-out problems evaluated every eval_every steps
     eval_n: int = 4  # samples per held-out problem for the small-n pass@k (verified)
     # --- rollouts
     prompts_per_step: int = 16  # prompts per step, all processes together (paper 1024)
     group_size: int = 8  # samples per prompt (paper 6)
     temperature: float = 1.0  # sampling temperature for rollouts
     top_p: float = 1.0  # nucleus sampling for rollouts
-    max_new_tokens: int = 192  # response length limit (paper 1024)
+    max_new_tokens: int = 160  # response length limit (paper 1024)
     # --- objective
     reward: str = "outcome"  # outcome / process / strict (SPEC §5)
     alpha: float = 0.2  # outcome weight inside the process reward
@@ -85,12 +84,12 @@ class Config:
     entropy_coef: float = 0.0  # entropy bonus (0 = none, as in the paper)
     minibatches: int = 4  # optimizer updates per rollout batch (1 epoch over it)
     micro_rows: int = 32  # rows per forward/backward per process
-    lr: float = 1e-5  # constant learning rate
+    lr: float = 5e-5  # constant learning rate (paper: 1e-6)
     weight_decay: float = 0.01  # AdamW weight decay
     beta1: float = 0.9  # AdamW beta1
     beta2: float = 0.999  # AdamW beta2
     grad_clip: float = 1.0  # max global gradient norm
-    max_steps: int = 30  # RL steps
+    max_steps: int = 20  # RL steps
     # --- logging and checkpoints
     log_every: int = 1  # steps between log lines
     eval_every: int = 10  # steps between held-out evaluations (and at the start and end)
@@ -103,9 +102,9 @@ PRESETS = {
     "micro": dict(out_dir="runs/grpo-micro", init_from="runs/pretrain-micro", pool="ops=2-3", pool_size=64,
                   eval_problems=8, eval_n=2, prompts_per_step=4, group_size=4, max_new_tokens=48, micro_rows=8,
                   minibatches=2, max_steps=3, eval_every=2, ckpt_every=2, lr=1e-4),
-    "tiny": dict(out_dir="runs/grpo-tiny", init_from="runs/pretrain-tiny", pool="ops=7-8", pool_size=2048,
-                 prompts_per_step=16, group_size=8, max_new_tokens=192, micro_rows=32, minibatches=4,
-                 lr=1e-5, max_steps=30, eval_every=10, ckpt_every=10),
+    "tiny": dict(out_dir="runs/grpo-tiny", init_from="runs/pretrain-tiny", pool="ops=4-5 contexts=zoo",
+                 pool_size=2048, eval_problems=32, eval_n=4, prompts_per_step=16, group_size=8, max_new_tokens=160,
+                 micro_rows=32, minibatches=4, lr=5e-5, max_steps=20, eval_every=10, ckpt_every=10),
     "small": dict(out_dir="runs/grpo-small", init_from="runs/pretrain-small", pool="rl_11_14", pool_size=20_000,
                   eval_problems=256, eval_n=8, prompts_per_step=128, group_size=8, max_new_tokens=512,
                   micro_rows=64, minibatches=4, lr=2e-6, max_steps=100, eval_every=20, ckpt_every=20),
@@ -606,6 +605,8 @@ def train(cfg: Config, dist) -> dict:
             if final:
                 save_checkpoint(out_dir / "final.pt", state, meta)
 
+    if master and start_step >= cfg.max_steps and not (out_dir / "final.pt").exists():
+        copy_checkpoint(resume_state["_path"], out_dir / "final.pt")  # resumed at the end: only final.pt was missing
     if master:
         plot_dynamics(out_dir)
         log.print(f"done: {cfg.max_steps} steps in {fmt_duration(time.time() - t0)} | final reward "

@@ -33,9 +33,10 @@ import torch
 import datagen
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, atomic_write, cleanup_dist, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint,
-                    peak_flops, plot_lines, print_config, prune_checkpoints, resume_changes, rng_state, run_info, run_main,
-                    save_checkpoint, save_json, seed_everything, set_rng_state, setup_dist, step_line)
+from common import (Logger, UserError, atomic_write, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration,
+                    latest_checkpoint, load_checkpoint, peak_flops, plot_lines, print_config, prune_checkpoints,
+                    resume_changes, rng_state, run_info, run_main, save_checkpoint, save_json, seed_everything,
+                    set_rng_state, setup_dist, step_line)
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Config:
     init_from: str = ""  # mid-training: start from this checkpoint (file or run folder); new optimizer and schedule
     resume: bool = False  # continue the run in out_dir from its latest checkpoint (exact: same losses)
     # --- data
-    recipe: str = "ops=2-6"  # datagen recipe name or spec for the training data
+    recipe: str = "ops=2-3 contexts=zoo"  # datagen recipe name or spec for the training data
     modes: str = ""  # forward/reverse share for the recipe, e.g. forward:0.8,reverse:0.2 ('' = the recipe's)
     train_problems: int = 60_000  # distinct training problems (split train) packed into shards; looped if needed
     val_problems: int = 256  # held-out problems of the same recipe (split val) for the validation loss
@@ -61,14 +62,14 @@ class Config:
     data_dir: str = ""  # where shards and val data live ('' = out_dir/data); built if missing
     tokenizer: str = ""  # tokenizer.json ('' = the init checkpoint's, else data_dir/tokenizer.json, trained if missing)
     tokenizer_problems: int = 20_000  # problems to train a missing tokenizer on (all contexts, op 2-20, both modes)
-    vocab_size: int = 2200  # tokenizer vocabulary = model embedding rows
+    vocab_size: int = 1024  # tokenizer vocabulary = model embedding rows (paper: 2200)
     seq_len: int = 512  # tokens per packed row (at most the model's max_seq_len)
     doc_mask: bool = False  # attend only within each packed sample (positions restart per sample)
     workers: int = 1  # processes for data generation
     # --- optimization (SPEC §7 at paper scale)
-    max_steps: int = 600  # optimizer steps
-    batch_tokens: int = 16_384  # tokens per optimizer step, all processes and micro-batches together
-    micro_rows: int = 16  # rows per forward/backward per process; accumulation = batch_tokens / (rows*seq_len*procs)
+    max_steps: int = 2200  # optimizer steps
+    batch_tokens: int = 4096  # tokens per optimizer step, all processes and micro-batches together
+    micro_rows: int = 8  # rows per forward/backward per process; accumulation = batch_tokens / (rows*seq_len*procs)
     lr: float = 2e-3  # peak learning rate
     min_lr: float = 2e-4  # cosine floor
     warmup_frac: float = 0.05  # share of max_steps spent warming up linearly
@@ -78,11 +79,11 @@ class Config:
     beta2: float = 0.999  # AdamW beta2
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     # --- evaluation, logging, checkpoints
-    eval_every: int = 100  # steps between validation losses (and at the end)
-    log_every: int = 10  # steps between log lines
-    ckpt_every: int = 200  # steps between checkpoints (and at the end)
+    eval_every: int = 500  # steps between validation losses (and at the end)
+    log_every: int = 50  # steps between log lines
+    ckpt_every: int = 500  # steps between checkpoints (and at the end)
     keep_last: int = 2  # step checkpoints kept besides final.pt
-    bands: str = "2-4,5-7,8-10"  # op bands for the validation report
+    bands: str = "2-2,3-3"  # op bands for the validation report
 
 
 PRESETS = {
@@ -91,17 +92,17 @@ PRESETS = {
                   val_problems=32, tokenizer_problems=400, vocab_size=600, seq_len=256, max_steps=8,
                   batch_tokens=2048, micro_rows=4, lr=3e-3, min_lr=3e-4, eval_every=4, log_every=1, ckpt_every=4,
                   bands="2-3,4-4"),
-    # CPU: a few minutes on 2 cores; the `tiny` studies scale the op ranges down (ID = op 2-6)
-    "tiny": dict(out_dir="runs/pretrain-tiny", model="tiny", recipe="ops=2-6", train_problems=60_000,
-                 seq_len=512, max_steps=600, batch_tokens=16_384, micro_rows=16, lr=2e-3, min_lr=2e-4,
-                 bands="2-3,4-5,6-6"),
+    # CPU, ~15 minutes on 2 cores: small batches (many steps) matter most at this size
+    "tiny": dict(out_dir="runs/pretrain-tiny", model="tiny", recipe="ops=2-3 contexts=zoo", train_problems=60_000,
+                 vocab_size=1024, seq_len=512, max_steps=2200, batch_tokens=4096, micro_rows=8, lr=2e-3, min_lr=2e-4,
+                 eval_every=500, log_every=50, ckpt_every=500, bands="2-2,3-3"),
     # one GPU, well under an hour: op 2-10 as in the paper, a smaller model and budget
-    "small": dict(out_dir="runs/pretrain-small", model="small", recipe="pretrain_uniform", train_problems=1_500_000,
-                  val_problems=1024, seq_len=1024, max_steps=3000, batch_tokens=131_072, micro_rows=64, lr=1e-3,
-                  min_lr=1e-4, eval_every=250, log_every=20, ckpt_every=500, bands="2-4,5-7,8-10",
-                  workers=8, compile=True),
+    "small": dict(out_dir="runs/pretrain-small", model="small", recipe="pretrain_uniform", vocab_size=2200,
+                  train_problems=1_500_000, val_problems=1024, seq_len=1024, max_steps=3000, batch_tokens=131_072,
+                  micro_rows=64, lr=1e-3, min_lr=1e-4, eval_every=250, log_every=20, ckpt_every=500,
+                  bands="2-4,5-7,8-10", workers=8, compile=True),
     # SPEC §7: 10B tokens at 512K tokens/step, lr 1e-4 -> 3e-5, warmup 5%, wd 0.1, betas (0.9, 0.999), clip 1
-    "paper": dict(out_dir="runs/pretrain-paper", model="paper", recipe="pretrain_uniform",
+    "paper": dict(out_dir="runs/pretrain-paper", model="paper", recipe="pretrain_uniform", vocab_size=2200,
                   train_problems=25_000_000, val_problems=2048, seq_len=2048, max_steps=19_073, batch_tokens=524_288,
                   micro_rows=16, lr=1e-4, min_lr=3e-5, eval_every=500, log_every=10, ckpt_every=1000,
                   bands="2-4,5-7,8-10", workers=16, compile=True),
@@ -464,6 +465,8 @@ def train(cfg: Config, dist) -> dict:
             if last:
                 save_checkpoint(out_dir / "final.pt", state, meta)
 
+    if master and start_step >= cfg.max_steps and not (out_dir / "final.pt").exists():
+        copy_checkpoint(resume_state["_path"], out_dir / "final.pt")  # resumed at the end: only final.pt was missing
     result = {"step": cfg.max_steps, "train_loss": history[-1][1] if history else None,
               "val_loss": val_hist[-1][1] if val_hist else None, "tokens": tokens_seen,
               "flops": 6 * n_params * tokens_seen, "seconds": time.time() - t0, "losses": [v for _, v in history],

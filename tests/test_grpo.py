@@ -219,7 +219,7 @@ def test_one_micro_batch_equals_many(micro):
             policy = copy.deepcopy(base)
             cfg = rl_config(loss_agg=agg, micro_rows=micro_rows, max_new_tokens=48, grad_clip=1e9, kl_coef=0.05,
                             seed=3)
-            opt = RecordingSGD(policy.parameters(), lr=0.01)
+            opt = RecordingSGD(policy.parameters(), lr=0.03)
             m = grpo.rl_step(policy, grpo.LogprobModule(policy), ref, opt, tok, records[:4], cfg, 0, CPU,
                              NO_AUTOCAST, reward_fn=token_reward)
             runs.append((m, opt.grads, [p.detach().clone() for p in policy.parameters()]))
@@ -235,7 +235,7 @@ def test_one_micro_batch_equals_many(micro):
                 for a, b in zip(g0[update], grads[update]):
                     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6 * scale)
             for a, b in zip(p0, params):
-                torch.testing.assert_close(b, a, rtol=0, atol=1e-7)
+                torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)  # one float32 ulp at |w| ~ 1
         first_grads[agg] = g0[0]
     for x, y in [("token", "seq"), ("token", "constant"), ("seq", "constant")]:  # the test tells them apart
         assert any(not torch.allclose(a, b, rtol=1e-3, atol=0) for a, b in zip(first_grads[x], first_grads[y]))
