@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up .venv (first run) and run the main job: the edge-of-competence study (F1) end to end, at the scale
+# that fits this machine -- `small` with a CUDA GPU, `tiny` on CPU. Extra flags go to study.py.
+set -euo pipefail
+cd "$(dirname "$0")"
+source ./setup.sh
+scale=$(python -c "import torch; print('small' if torch.cuda.is_available() else 'tiny')")
+python study.py edge --scale "$scale" "$@"

@@ -1,0 +1,743 @@
+"""
+study.py -- one command per finding of the paper: data -> tokenizer -> base pre-training -> variants
+(mid-training / RL) -> evaluation of every model -> one report folder with tables, plots and a verdict.
+
+    python study.py edge --scale tiny            # F1 on 2 CPU cores (the README's main job)
+    python study.py context --scale small        # F2 on one GPU
+    python study.py all --scale micro            # every study at smoke-test size (seconds to minutes)
+    python study.py edge --scale tiny --dry_run  # list the jobs and their settings
+
+Studies (SPEC §1): edge (F1), context (F2), midtrain (F3), process_reward (F4), pretrain_exposure (appendix
+A.7), crossover (Yue et al.: pass@k curves of base vs RL up to large k), weak_supervision (scarce data, noisy
+and majority-vote rewards). Scales: micro (CI smoke run), tiny (CPU), small (one GPU), paper (SPEC §7).
+Smaller scales shrink the op ranges but keep their meaning: ID = the pre-training range, edge = just beyond
+it, hard = far beyond it.
+
+Every job writes into runs/<scale>/<job>/ and is skipped when its output is already there (a training job
+that was interrupted resumes from its last checkpoint), so re-running a study only does what is missing, and
+studies of one scale share their models (crossover reuses edge's). A job whose folder was made with other
+settings is an error, not a silent reuse. The report goes to reports/<study>-<scale>/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datagen
+import evaluate
+import grpo
+import pretrain
+from common import (UserError, latest_checkpoint, markdown_table, plot_lines, preset_config, run_info, run_main,
+                    save_json, setup_dist)
+
+STUDIES = ("edge", "context", "midtrain", "process_reward", "pretrain_exposure", "crossover", "weak_supervision")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scales
+
+@dataclass(frozen=True)
+class Scale:
+    """Everything that changes with the compute available; the studies' logic does not."""
+    bands: dict  # {"ID": (lo, hi), "edge": ..., "hard": ...}: pre-training range, just beyond, far beyond
+    pools: dict  # RL pools {name: (lo, hi)}: at the top of ID, straddling, the edge, far beyond (paper 7-10 ... 17-20)
+    pretrain: dict  # pretrain.py preset and overrides for a base model
+    grpo: dict  # grpo.py preset and overrides for an RL run
+    eval_per_op: int  # held-out problems per op in the evaluation sets
+    eval_n: int  # samples per problem (pass@k up to k = eval_n)
+    eval_max_new: int  # longest completion when evaluating
+    crossover_n: int  # samples per problem for the crossover study
+    context_ops: tuple  # op range of the context study (paper: 2-20)
+    contexts: str = datagen.PAPER_CONTEXTS  # contexts of every study but `context` (the paper's three)
+    mid_share: float = 0.8  # mid-training mixture: this share on the edge band, the rest on ID (paper 0.8)
+    budget_rl_steps: int = 0  # midtrain study: RL steps that the whole budget T buys (beta = 1)
+    weak_pool_sizes: tuple = (8, 64)  # scarce-data RL pools (plus the full pool)
+    seconds_hint: str = ""  # expected wall time of the edge study, for the log
+
+
+PAPER_BANDS = {"ID": (2, 10), "edge": (11, 14), "hard": (15, 20)}
+PAPER_POOLS = {"ID": (7, 10), "mixed": (9, 12), "edge": (11, 14), "hard": (17, 20)}
+
+SCALES = {
+    "micro": Scale(bands={"ID": (2, 3), "edge": (4, 4), "hard": (5, 6)},
+                   pools={"ID": (2, 3), "mixed": (3, 4), "edge": (4, 4), "hard": (5, 6)},
+                   pretrain=dict(preset="micro", max_steps=30, train_problems=600, model_args="max_seq_len=1024"),
+                   grpo=dict(preset="micro", max_steps=2, eval_every=2), eval_per_op=3, eval_n=2, eval_max_new=64,
+                   crossover_n=4, context_ops=(2, 4), contexts="zoo", budget_rl_steps=2, weak_pool_sizes=(4,),
+                   seconds_hint="about a minute"),
+    # 2 CPU cores: one context, op 2-3 in pre-training (a 1M-parameter model learns only that much in ~15 min)
+    "tiny": Scale(bands={"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)},
+                  pools={"ID": (3, 3), "mixed": (3, 4), "edge": (4, 5), "hard": (6, 7)},
+                  pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=8,
+                  eval_max_new=160, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
+                  seconds_hint="about 25 minutes on 2 CPU cores"),
+    "small": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="small"), grpo=dict(preset="small"),
+                   eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
+                   budget_rl_steps=100, seconds_hint="about 20 minutes per study on one H100"),
+    "paper": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="paper"), grpo=dict(preset="paper"),
+                   eval_per_op=100, eval_n=128, eval_max_new=1024, crossover_n=1024, context_ops=(2, 20),
+                   budget_rl_steps=200, seconds_hint="days on 8 GPUs"),
+}
+
+
+def ops(rng: tuple) -> str:
+    return f"{rng[0]}-{rng[1]}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Jobs
+
+@dataclass
+class Job:
+    """One unit of work in runs/<scale>/<name>: a pre-training, RL or evaluation run of the named script."""
+    name: str
+    kind: str  # "pretrain" | "grpo" | "eval"
+    config: dict  # that script's Config fields (out_dir is added by the runner)
+    note: str = ""  # what this job is, for the report
+
+
+@dataclass
+class Plan:
+    study: str
+    scale: str
+    jobs: list[Job] = field(default_factory=list)
+    evals: dict = field(default_factory=dict)  # label -> eval job name, in report order
+
+    def add(self, job: Job) -> str:
+        if not any(j.name == job.name for j in self.jobs):
+            self.jobs.append(job)
+        return job.name
+
+
+class Context:
+    """Paths and shared settings of one (scale, runs folder)."""
+
+    def __init__(self, scale_name: str, runs_dir: str, reports_dir: str, workers: int):
+        self.name, self.sc = scale_name, SCALES[scale_name]
+        self.dir = Path(runs_dir) / scale_name
+        self.reports = Path(reports_dir)
+        self.tokenizer = self.dir / "tokenizer.json"
+        self.workers = workers
+
+    def run_dir(self, job_name: str) -> Path:
+        return self.dir / job_name
+
+    # -- job builders --
+
+    def pretrain(self, name: str, recipe: str, note: str = "", init: str | None = None, **overrides) -> Job:
+        p = {**self.sc.pretrain, "recipe": recipe, **overrides, "tokenizer": str(self.tokenizer),
+             "workers": self.workers, "init_from": str(self.run_dir(init)) if init else ""}
+        conf = asdict(preset_config(pretrain.Config, pretrain.PRESETS, p.pop("preset"), **p))
+        key = hashlib.blake2b(json.dumps([conf["recipe"], conf["modes"], conf["train_problems"], conf["data_seed"],
+                                          conf["seq_len"]]).encode(), digest_size=4).hexdigest()
+        conf["data_dir"] = str(self.dir / "data" / key)  # runs with the same data share one folder
+        return Job(name, "pretrain", conf, note)
+
+    def recipe(self, op_weights: str) -> str:
+        """A recipe over the scale's contexts: `2-4` or `2-4:.2,5-7:.8`."""
+        return f"ops={op_weights} contexts={self.sc.contexts}"
+
+    def base(self) -> Job:
+        """The scale's base model: pre-trained on the ID band."""
+        lo_hi = ops(self.sc.bands["ID"])
+        return self.pretrain("base", self.recipe(lo_hi), note=f"pre-trained on op {lo_hi}")
+
+    def grpo(self, name: str, init: str, pool_ops: tuple, note: str = "", **overrides) -> Job:
+        g = {**self.sc.grpo, "init_from": str(self.run_dir(init)), "pool": self.recipe(ops(pool_ops)), **overrides}
+        return Job(name, "grpo", asdict(preset_config(grpo.Config, grpo.PRESETS, g.pop("preset"), **g)), note)
+
+    def eval(self, model_job: str, evalset: Path, n: int, label: str, bands: dict, suffix: str = "") -> Job:
+        conf = {"ckpt": [str(self.run_dir(model_job))], "label": [label], "data": str(evalset), "problems": 0,
+                "n": n, "temperature": 0.7, "max_new_tokens": self.sc.eval_max_new, "seed": 0,
+                "bands": ",".join(f"{k}={ops(v)}" for k, v in bands.items()), "keep_text": 1, "show_mistakes": 2}
+        return Job(f"eval-{model_job}{suffix}", "eval", conf)
+
+    def evalset(self, name: str, op_range: tuple, contexts: str = "", modes: str = "forward") -> Path:
+        """A fixed held-out set (split test): exactly eval_per_op problems for every op of the range."""
+        contexts = contexts or self.sc.contexts
+        path = self.dir / "evalsets" / f"{name}.jsonl"
+        if not path.exists():
+            lines = []
+            for op in range(op_range[0], op_range[1] + 1):
+                parts = datagen.parse_recipe(f"ops={op} contexts={contexts} modes={modes}")
+                lines += [item[4] for item in datagen.generate_lines(parts, self.sc.eval_per_op, seed=1000 + op,
+                                                                     split="test")]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Studies: which jobs each finding needs
+
+def plan_edge(ctx: Context, plan: Plan, n: int | None = None, suffix: str = "") -> None:
+    """F1: base vs RL on four pools (top of ID, mixed, edge, far beyond), evaluated on every band."""
+    sc = ctx.sc
+    base = plan.add(ctx.base())
+    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    n = n or sc.eval_n
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, n, "base", sc.bands, suffix))
+    for pool, rng in sc.pools.items():
+        job = plan.add(ctx.grpo(f"rl-{pool}", base, rng, note=f"RL on op {ops(rng)} ({pool} pool)"))
+        plan.evals[f"RL {pool} ({ops(rng)})"] = plan.add(ctx.eval(job, evalset, n, f"RL {pool}", sc.bands, suffix))
+
+
+def plan_crossover(ctx: Context, plan: Plan) -> None:
+    """Yue et al.: the same base and RL-on-edge models as `edge`, sampled many more times."""
+    sc = ctx.sc
+    base = plan.add(ctx.base())
+    rl = plan.add(ctx.grpo("rl-edge", base, sc.pools["edge"], note=f"RL on op {ops(sc.pools['edge'])} (edge pool)"))
+    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    suffix = f"-n{sc.crossover_n}"
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, "base", sc.bands, suffix))
+    plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, "RL edge", sc.bands, suffix))
+
+
+CONTEXT_EXPOSURES = (0, 0.1, 1, 10)  # % of pre-training data in context B (teachers), at its lowest op only
+
+
+def plan_context(ctx: Context, plan: Plan) -> None:
+    """F2: context B seen at 0 / 0.1 / 1 / 10 % (lowest op only) in pre-training, then RL on 50% A / 50% B."""
+    lo, hi = ctx.sc.context_ops
+    evalset = ctx.evalset("context-B", (lo, hi), contexts="teachers")
+    for e in CONTEXT_EXPOSURES:
+        share = e / 100
+        recipe = f"{1 - share:.6g}*ops={lo}-{hi} contexts=zoo" + (f" + {share:.6g}*ops={lo} contexts=teachers"
+                                                                  if share else "")
+        base = plan.add(ctx.pretrain(f"base-B{e:g}", recipe, note=f"A op {lo}-{hi}, B {e:g}% at op {lo}"))
+        rl = plan.add(ctx.grpo(f"rl-B{e:g}", base, (lo, hi), pool=f"ops={lo}-{hi} contexts=zoo,teachers",
+                               note="RL on 50% A / 50% B"))
+        plan.evals[f"B {e:g}% + RL"] = plan.add(ctx.eval(rl, evalset, ctx.sc.eval_n, f"B {e:g}% + RL",
+                                                         {"B": (lo, hi)}))
+
+
+MID_BETAS = (0.0, 0.2, 0.5, 0.8, 1.0)  # share of the compute budget spent on RL (SPEC §7)
+
+
+def rl_step_tokens(conf: dict, prompt_len: int) -> float:
+    """SPEC §7 cost of one GRPO step in pre-training token-equivalents: (4/3 + gamma/3) * N * r * L."""
+    gamma = 1.0 if conf["kl_coef"] > 0 else 0.0
+    return (4 / 3 + gamma / 3) * conf["prompts_per_step"] * conf["group_size"] * (prompt_len + conf["max_new_tokens"])
+
+
+def plan_midtrain(ctx: Context, plan: Plan) -> None:
+    """F3: one compute budget T split as mid-training (1 - beta) T + RL beta T, beta in MID_BETAS."""
+    sc = ctx.sc
+    base = plan.add(ctx.base())
+    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    probe = ctx.grpo("probe", base, sc.pools["edge"]).config
+    step_cost = rl_step_tokens(probe, prompt_len=mean_prompt_tokens(sc.pools["edge"]))
+    budget = sc.budget_rl_steps * step_cost  # T, in token-equivalents
+    mid_recipe = ctx.recipe(f"{ops(sc.bands['ID'])}:{1 - sc.mid_share:g},{ops(sc.pools['edge'])}:{sc.mid_share:g}")
+    batch = ctx.pretrain("probe", mid_recipe).config["batch_tokens"]
+    for beta in MID_BETAS:
+        init = base
+        mid_steps = round((1 - beta) * budget / batch)
+        if mid_steps > 0:
+            init = plan.add(ctx.pretrain(f"mid-b{beta:g}", mid_recipe, init=base, max_steps=mid_steps,
+                                         warmup_frac=0.15, note=f"mid-training {mid_steps} steps"))
+        rl_steps = round(beta * budget / step_cost)
+        last = init
+        if rl_steps > 0:
+            last = plan.add(ctx.grpo(f"rl-b{beta:g}", init, sc.pools["edge"], max_steps=rl_steps,
+                                     eval_every=max(1, rl_steps // 4), note=f"RL {rl_steps} steps"))
+        label = f"beta={beta:g}"
+        plan.evals[label] = plan.add(ctx.eval(last, evalset, sc.eval_n, label, sc.bands))
+
+
+def mean_prompt_tokens(op_range: tuple) -> int:
+    """Mean prompt length for the compute accounting: about 80 + 17 * op tokens with the 2200-token tokenizer
+    (measured on datagen output: 112 at op 2, 250 at op 10, 429 at op 20)."""
+    return int(80 + 17 * (op_range[0] + op_range[1]) / 2)
+
+
+PROCESS_VARIANTS = {"outcome": dict(reward="outcome"), "process a=0.2": dict(reward="process", alpha=0.2),
+                    "process a=0.5": dict(reward="process", alpha=0.5), "strict": dict(reward="strict")}
+
+
+def plan_process_reward(ctx: Context, plan: Plan) -> None:
+    """F4: RL on the edge pool with outcome, process (alpha 0.2 / 0.5) and strict rewards."""
+    sc = ctx.sc
+    base = plan.add(ctx.base())
+    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, "base", sc.bands))
+    for label, kw in PROCESS_VARIANTS.items():
+        name = "rl-edge" if label == "outcome" else "rl-edge-" + label.replace(" ", "").replace("=", "").replace(".", "")
+        job = plan.add(ctx.grpo(name, base, sc.pools["edge"], note=f"RL on edge, {label} reward", **kw))
+        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, label, sc.bands))
+
+
+HARD_SHARES = (0, 20, 50, 100)  # % of pre-training on the upper third of the ID range (appendix A.7)
+
+
+def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
+    sc = ctx.sc
+    lo, hi = sc.bands["ID"]
+    cut = hi - max(1, (hi - lo + 1) // 3) + 1  # the upper range, e.g. op 8-10 of 2-10
+    evalset = ctx.evalset("all-bands", (lo, sc.bands["hard"][1]))
+    for h in HARD_SHARES:
+        recipe = ctx.recipe(f"{cut}-{hi}" if h == 100 else f"{lo}-{cut - 1}" if h == 0 else
+                            f"{lo}-{cut - 1}:{1 - h / 100:g},{cut}-{hi}:{h / 100:g}")
+        base = plan.add(ctx.pretrain(f"base-hard{h}", recipe, note=f"{h}% of pre-training on op {cut}-{hi}"))
+        rl = plan.add(ctx.grpo(f"rl-hard{h}", base, sc.pools["edge"], note="RL on the edge pool"))
+        plan.evals[f"hard {h}%"] = plan.add(ctx.eval(base, evalset, sc.eval_n, f"hard {h}%", sc.bands))
+        plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, f"hard {h}% + RL", sc.bands))
+
+
+def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
+    sc = ctx.sc
+    base = plan.add(ctx.base())
+    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, "base", sc.bands))
+    variants = {"all prompts": dict()}
+    variants.update({f"{k} prompts": dict(pool_size=k) for k in sc.weak_pool_sizes})
+    variants.update({"noise 0.1": dict(reward_noise=0.1), "noise 0.3": dict(reward_noise=0.3),
+                     "majority vote": dict(pseudo_label="majority")})
+    for label, kw in variants.items():
+        name = "rl-edge" if not kw else "rl-weak-" + "".join(c for c in label if c.isalnum())
+        job = plan.add(ctx.grpo(name, base, sc.pools["edge"], note=f"RL on edge, {label}", **kw))
+        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, label, sc.bands))
+
+
+PLANNERS = {"edge": plan_edge, "context": plan_context, "midtrain": plan_midtrain,
+            "process_reward": plan_process_reward, "pretrain_exposure": plan_pretrain_exposure,
+            "crossover": plan_crossover, "weak_supervision": plan_weak_supervision}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running jobs: skip what is done, resume what was interrupted
+
+def run_job(ctx: Context, job: Job, device: str) -> float:
+    """Run one job unless its output exists; returns the seconds it took (0 when reused)."""
+    out = ctx.run_dir(job.name)
+    spec_path = out / "job.json"
+    conf = {**job.config, "out_dir": str(out), "device": device}
+    if spec_path.exists():
+        old = json.loads(spec_path.read_text())["config"]
+        changed = sorted(k for k in set(old) | set(conf) if k not in ("resume", "device") and old.get(k) != conf.get(k))
+        if changed:
+            raise UserError(f"{out} was made with other settings ({', '.join(changed)}); delete that folder to redo "
+                            f"it, or use another --runs_dir")
+    done = out / ("results.json" if job.kind == "eval" else "final.pt")
+    if done.exists():
+        print(f"[{job.name}] done already, reusing {done}")
+        return 0.0
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(spec_path, {"kind": job.kind, "note": job.note, "config": conf})
+    print(f"\n[{job.name}] {job.kind}: {job.note or ''}")
+    t0 = time.time()
+    if job.kind == "pretrain":
+        pretrain.main(pretrain.Config(**{**conf, "resume": latest_checkpoint(out) is not None}))
+    elif job.kind == "grpo":
+        grpo.main(grpo.Config(**{**conf, "resume": latest_checkpoint(out) is not None}))
+    else:
+        evaluate.main(evaluate.Config(**conf))
+    seconds = time.time() - t0
+    save_json(spec_path, {"kind": job.kind, "note": job.note, "config": {**job.config, "out_dir": str(out),
+                                                                         "device": device}, "seconds": seconds})
+    return seconds
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading results back
+
+def eval_results(ctx: Context, job_name: str) -> tuple[dict, dict]:
+    """(the evaluation report of that job's one checkpoint, per-problem counts {id: {op, n, c_answer, c_verified}})."""
+    out = ctx.run_dir(job_name)
+    res = json.loads((out / "results.json").read_text())
+    (label, rep), = res["reports"].items()
+    rows = [json.loads(line) for line in open(out / f"samples_{label}.jsonl", encoding="utf-8")]
+    return rep, evaluate.per_problem(rows)
+
+
+def band_pass(pp: dict, lo: int, hi: int, k: int, metric: str = "verified") -> dict[str, float]:
+    """{problem id: pass@k} over the problems whose op lies in [lo, hi]."""
+    key = "c_verified" if metric == "verified" else "c_answer"
+    return {pid: evaluate.pass_at_k(p["n"], p[key], min(k, p["n"])) for pid, p in pp.items() if lo <= p["op"] <= hi}
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    m = len(values)
+    if m == 0:
+        return float("nan"), float("nan")
+    mu = sum(values) / m
+    var = sum((v - mu) ** 2 for v in values) / (m - 1) if m > 1 else 0.0
+    return mu, math.sqrt(var / m)
+
+
+def paired_delta(a: dict, b: dict) -> tuple[float, float, int]:
+    """Mean and standard error of a - b over the problems both dicts score (same held-out problems)."""
+    common_ids = sorted(set(a) & set(b))
+    mu, se = mean_se([a[i] - b[i] for i in common_ids])
+    return mu, se, len(common_ids)
+
+
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}"
+
+
+def pass_table(ctx: Context, plan: Plan, bands: dict, ks: list[int], metric: str = "verified") -> tuple[str, dict]:
+    """Markdown: pass@k per model and band, with problems x samples; returns (table, {label: {band: {k: p}}})."""
+    rows, numbers = [], {}
+    for label, job in plan.evals.items():
+        _, pp = eval_results(ctx, job)
+        numbers[label] = {}
+        for band, (lo, hi) in bands.items():
+            cells = []
+            for k in ks:
+                vals = band_pass(pp, lo, hi, k, metric)
+                mu, se = mean_se(list(vals.values()))
+                numbers[label].setdefault(band, {})[k] = mu
+                cells.append(f"{pct(mu)} ± {pct(se)}")
+            m = len(band_pass(pp, lo, hi, 1, metric))
+            n = min((p["n"] for p in pp.values()), default=0)
+            rows.append([label, f"{band} (op {ops((lo, hi))})", f"{m} x {n}", *cells])
+    return markdown_table(["model", "band", "problems x samples", *[f"pass@{k}" for k in ks]], rows), numbers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reports
+
+PAPER_SAYS = {
+    "edge": "RL raises pass@k at all k (pass@128 too) only when its data sit at the model's edge of competence. "
+            "Paper, OOD-edge (op 11-14): base pass@1 ~17, pass@128 ~43.5; RL on op 11-14: pass@1 ~51, pass@128 "
+            "~85.5; RL on op 7-10 (in range) and on op 17-20 (far too hard) stay near the base model.",
+    "context": "RL transfers to a long-tail context B only if pre-training showed B at least sparsely (>= 1%). Paper, "
+               "pass@128 on B after RL: 0% ~0 at every op; 0.1% ~100 at op 2 but ~0 from op 6; 1% ~99 -> 60 "
+               "(op 3 -> 20); 10% ~99 -> 67.",
+    "midtrain": "At equal compute, mid-training + RL beats RL alone on OOD-hard problems. Paper, OOD-hard pass@128 at "
+                "op 15/16/17/18/19/20: mid+RL ~79/47/33.5/13.5/2.5/0 vs full RL ~63/30/14/3/0.5/0 (mean +10.8 "
+                "points).",
+    "process_reward": "Process verification in the reward reduces reward hacking and helps OOD-hard. Paper, OOD-hard "
+                      "pass@128: outcome-only 23.2; 0.2 outcome + 0.8 process +4.5; 0.5/0.5 +3.0; strict +2.6 "
+                      "(strict best at pass@1, +5.2).",
+    "pretrain_exposure": "Appendix A.7: how the share of upper-range (hard) data in pre-training changes what RL can "
+                         "add. (No numbers in SPEC; shapes only.)",
+    "crossover": "Yue et al. 2025: RL wins at small k, the base model catches up or wins at large k -- the pass@k "
+                 "curves cross when RL only sharpens what pre-training put there.",
+    "weak_supervision": "Weak supervision (arXiv 2604.18574): with scarce data, noisy or self-supervised rewards, "
+                        "models that generalize show a long pre-saturation phase where train reward and held-out "
+                        "accuracy rise together; reasoning faithfulness (verified / answer-correct) before RL "
+                        "predicts it.",
+}
+
+
+def verdict_line(ok: bool | None, text: str) -> str:
+    mark = {True: "**Reproduced**", False: "**Not reproduced**", None: "**Inconclusive**"}[ok]
+    return f"{mark}: {text}"
+
+
+def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+    sc = ctx.sc
+    n = min(eval_results(ctx, j)[0]["samples"] // eval_results(ctx, j)[0]["problems"] for j in plan.evals.values())
+    ks = evaluate.default_ks(n)
+    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    lo, hi = sc.bands["edge"]
+    base = band_pass(eval_results(ctx, plan.evals["base"])[1], lo, hi, n)
+    deltas = {}
+    for label, job in plan.evals.items():
+        if label != "base":
+            deltas[label] = paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), base)
+    lines = ["## pass@k (verified) by band", "", table, "",
+             f"Mean pass@k over problems ± standard error; *verified* = every step right and the answer right.", "",
+             f"## Change in edge-band pass@{n} (verified) against the base model, paired by problem", "",
+             markdown_table(["RL pool", f"Δ pass@{n}", "SE", "problems"],
+                            [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
+    edge_key = next(k for k in deltas if k.startswith("RL edge"))
+    d_edge, se_edge, _ = deltas[edge_key]
+    others = [d for k, (d, _, _) in deltas.items() if k != edge_key and not k.startswith("RL mixed")]
+    ok = None if se_edge != se_edge else (d_edge > 2 * se_edge and all(d_edge > d for d in others))
+    lines.append(verdict_line(ok, f"RL on the edge pool changes edge-band pass@{n} by {pct(d_edge)} points "
+                                  f"(SE {pct(se_edge)}); the in-range and far-too-hard pools change it by "
+                                  + ", ".join(pct(d) for d in others) + " points."))
+    return lines, {"pass_at_k": numbers, "edge_deltas": deltas}
+
+
+def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+    sc = ctx.sc
+    n = sc.crossover_n
+    ks = evaluate.default_ks(n)
+    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    lines = ["## pass@k (verified) by band", "", table, ""]
+    crossings = {}
+    for band in sc.bands:
+        diff = [numbers["RL edge"][band][k] - numbers["base"][band][k] for k in ks]
+        crossings[band] = diff
+    b = "edge"
+    d1, dn = crossings[b][0], crossings[b][-1]
+    ok = None if d1 != d1 else (d1 > 0 and dn < d1)
+    lines.append(verdict_line(ok, f"on the edge band RL leads the base model by {pct(d1)} points at k=1 and by "
+                                  f"{pct(dn)} at k={n}" + (" -- the gap closes as k grows." if ok else ".")))
+    return lines, {"pass_at_k": numbers, "rl_minus_base": crossings}
+
+
+def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+    lo, hi = ctx.sc.context_ops
+    rows, numbers = [], {}
+    n = ctx.sc.eval_n
+    for label, job in plan.evals.items():
+        _, pp = eval_results(ctx, job)
+        by_op = {op: mean_se(list(band_pass(pp, op, op, n).values()))[0] for op in range(lo, hi + 1)}
+        numbers[label] = by_op
+        rows.append([label, *[pct(by_op[op]) for op in range(lo, hi + 1)]])
+    lines = [f"## pass@{n} (verified) on context B by op, after RL", "",
+             markdown_table(["pre-training exposure of B", *[f"op {op}" for op in range(lo, hi + 1)]], rows), ""]
+    beyond = {label: sum(v for op, v in by_op.items() if op > lo) / max(1, hi - lo) for label, by_op in numbers.items()}
+    labels = list(numbers)
+    ok = None
+    if len(labels) == 4:
+        ok = max(beyond[labels[0]], beyond[labels[1]]) < min(beyond[labels[2]], beyond[labels[3]])
+    lines.append(verdict_line(ok, "mean pass@n on B above the lowest op: " + ", ".join(
+        f"{k}: {pct(v)}" for k, v in beyond.items()) + "."))
+    topo = topology_analysis(ctx, plan)
+    if topo:
+        lines += ["", "## Replication or creation", "",
+                  "For verified context-B solutions: the share whose solution-graph topology is isomorphic to a "
+                  "context-A topology seen in pre-training (replication), and the mean Weisfeiler-Lehman similarity "
+                  "to the nearest A topology (1 = same).", "",
+                  markdown_table(["model", "op", "verified B solutions", "isomorphic to an A graph", "WL similarity"],
+                                 topo)]
+    return lines, {"pass_at_n_by_op": numbers}
+
+
+def topology_analysis(ctx: Context, plan: Plan, per_op: int = 30, a_graphs: int = 400) -> list[list]:
+    """Compare each verified B solution's unlabeled solution DAG with the A graphs of the same op seen in
+    pre-training (networkx isomorphism and Weisfeiler-Lehman subtree hashes)."""
+    import networkx as nx
+
+    def dag(graph: dict):
+        g = nx.DiGraph()
+        for node in graph["nodes"]:
+            g.add_node(node["name"], kind=node["combine"] + ("+k" if node["k"] is not None else ""))
+            for p in node["parents"]:
+                g.add_edge(p, node["name"])
+        return g
+
+    def wl(g):
+        hashes = nx.weisfeiler_lehman_subgraph_hashes(g, node_attr="kind", iterations=2)
+        return {h for hs in hashes.values() for h in hs}
+
+    rows = []
+    for label, job in plan.evals.items():
+        conf = json.loads((ctx.run_dir(job) / "job.json").read_text())["config"]
+        base_dir = Path(conf["ckpt"][0])
+        rl_conf = json.loads((base_dir / "job.json").read_text())["config"]
+        pt_conf = json.loads((Path(rl_conf["init_from"]) / "job.json").read_text())["config"]
+        a_recipe = datagen.parse_recipe(pt_conf["recipe"])
+        a_recipe = [p for p in a_recipe if "zoo" in p.contexts]
+        a_by_op: dict = {}
+        for rec in datagen.generate(a_recipe, a_graphs, seed=pt_conf.get("data_seed", 0), split="train"):
+            g = dag(rec["graph"])
+            a_by_op.setdefault(rec["op"], []).append((g, wl(g)))
+        records = {r["id"]: r for r in datagen.read_jsonl(conf["data"])}
+        samples = [json.loads(line) for line in open(ctx.run_dir(job) / f"samples_{conf['label'][0]}.jsonl")]
+        by_op: dict = {}
+        for s in samples:
+            if s["verified"] and len(by_op.setdefault(s["op"], [])) < per_op:
+                by_op[s["op"]].append(records[s["id"]])
+        for op, recs in sorted(by_op.items()):
+            cands = a_by_op.get(op, [])
+            iso, sims = 0, []
+            for rec in recs:
+                g = dag(rec["graph"])
+                h = wl(g)
+                iso += any(nx.is_isomorphic(g, a, node_match=lambda x, y: x["kind"] == y["kind"])
+                           for a, _ in cands)
+                sims.append(max((len(h & ha) / len(h | ha) for _, ha in cands), default=0.0))
+            rows.append([label, op, len(recs), f"{iso}/{len(recs)}", f"{sum(sims) / len(sims):.2f}"])
+    return rows
+
+
+def report_midtrain(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+    sc = ctx.sc
+    n = sc.eval_n
+    ks = evaluate.default_ks(n)
+    table, numbers = pass_table(ctx, plan, {"edge": sc.bands["edge"], "hard": sc.bands["hard"]}, ks)
+    lo, hi = sc.bands["hard"]
+    full_rl = band_pass(eval_results(ctx, plan.evals["beta=1"])[1], lo, hi, n)
+    deltas = {label: paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), full_rl)
+              for label, job in plan.evals.items() if label != "beta=1"}
+    lines = ["## pass@k (verified), equal compute", "", table, "",
+             f"## OOD-hard pass@{n} against full RL (beta = 1), paired by problem", "",
+             markdown_table(["split", f"Δ pass@{n}", "SE", "problems"],
+                            [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
+    mixed = {k: v for k, v in deltas.items() if k not in ("beta=0",)}
+    best = max(mixed, key=lambda k: mixed[k][0])
+    d, se, _ = mixed[best]
+    ok = None if se != se else d > 2 * se
+    lines.append(verdict_line(ok, f"the best mid-training + RL split ({best}) changes OOD-hard pass@{n} by "
+                                  f"{pct(d)} points (SE {pct(se)}) against spending the whole budget on RL."))
+    return lines, {"pass_at_k": numbers, "hard_deltas_vs_full_rl": deltas}
+
+
+def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+    sc = ctx.sc
+    n = sc.eval_n
+    ks = evaluate.default_ks(n)
+    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    hacked = {}
+    for label, job in plan.evals.items():
+        rep, _ = eval_results(ctx, job)
+        hacked[label] = {b: rep["summary"]["band"].get(b, {}).get("hacked_of_right", float("nan")) for b in sc.bands}
+    lo, hi = sc.bands["hard"]
+    outcome = band_pass(eval_results(ctx, plan.evals["outcome"])[1], lo, hi, n)
+    deltas = {label: paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), outcome)
+              for label, job in plan.evals.items() if label not in ("outcome", "base")}
+    lines = ["## pass@k (verified) by band", "", table, "",
+             "## Reward hacking: share of right answers whose steps are not verified", "",
+             markdown_table(["model", *sc.bands], [[k, *[pct(v) for v in row.values()]] for k, row in hacked.items()]),
+             "", f"## OOD-hard pass@{n} against the outcome reward, paired by problem", "",
+             markdown_table(["reward", f"Δ pass@{n}", "SE", "problems"],
+                            [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
+    edge_h = {k: v["edge"] for k, v in hacked.items() if k != "base"}
+    less_hacking = all(edge_h[k] <= edge_h["outcome"] for k in edge_h if k != "outcome")
+    better = sum(d for d, _, _ in deltas.values()) / max(1, len(deltas))
+    ok = None if any(v != v for v in edge_h.values()) else (less_hacking and better >= 0)
+    lines.append(verdict_line(ok, f"process-aware rewards {'lower' if less_hacking else 'do not lower'} the hacked "
+                                  f"share on the edge band ({', '.join(f'{k} {pct(v)}' for k, v in edge_h.items())}) "
+                                  f"and change OOD-hard pass@{n} by {pct(better)} points on average."))
+    return lines, {"pass_at_k": numbers, "hacked_of_right": hacked, "hard_deltas_vs_outcome": deltas}
+
+
+def report_pretrain_exposure(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+    sc = ctx.sc
+    ks = evaluate.default_ks(sc.eval_n)
+    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    lines = ["## pass@k (verified) by band, before and after RL", "", table, ""]
+    gains = {h: numbers[f"hard {h}% + RL"]["edge"][sc.eval_n] - numbers[f"hard {h}%"]["edge"][sc.eval_n]
+             for h in HARD_SHARES}
+    lines.append(verdict_line(None, "RL gain on the edge band (pass@n) by hard share: "
+                              + ", ".join(f"{h}%: {pct(g)}" for h, g in gains.items())
+                              + " (the paper gives shapes, not numbers, for this appendix study)."))
+    return lines, {"pass_at_k": numbers, "edge_gain_by_hard_share": gains}
+
+
+def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+    sc = ctx.sc
+    ks = evaluate.default_ks(sc.eval_n)
+    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    base_rep, _ = eval_results(ctx, plan.evals["base"])
+    s = base_rep["summary"]["all"]["all"]
+    faithful = s["pass1_verified"] / s["pass1"] if s["pass1"] else float("nan")
+    series = {}
+    for label, job in plan.evals.items():
+        if label == "base":
+            continue
+        run = Path(json.loads((ctx.run_dir(job) / "job.json").read_text())["config"]["ckpt"][0])
+        rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+        evals = [json.loads(line) for line in open(run / "evals.jsonl")]
+        series[f"{label}: train reward"] = [(r["step"], r["reward"]) for r in rows]
+        series[f"{label}: held-out greedy acc"] = [(e["step"], e["greedy_acc"]) for e in evals]
+    plot_lines(report_dir(ctx, plan) / "saturation.png", series, xlabel="RL step", ylabel="rate",
+               title="train reward vs held-out accuracy")
+    lines = ["## pass@k (verified) by band", "", table, "",
+             f"Faithfulness of the base model before RL (verified / answer-correct at pass@1): {pct(faithful)}%.", "",
+             "![train reward against held-out accuracy](saturation.png)", "",
+             verdict_line(None, "read the saturation curves: a long phase where train reward and held-out accuracy "
+                                "rise together is the generalizing regime.")]
+    return lines, {"pass_at_k": numbers, "faithfulness": faithful}
+
+
+REPORTERS = {"edge": report_edge, "context": report_context, "midtrain": report_midtrain,
+             "process_reward": report_process_reward, "pretrain_exposure": report_pretrain_exposure,
+             "crossover": report_crossover, "weak_supervision": report_weak_supervision}
+
+
+def report_dir(ctx: Context, plan: Plan) -> Path:
+    return ctx.reports / f"{plan.study}-{ctx.name}"
+
+
+def write_report(ctx: Context, plan: Plan, seconds: dict, device) -> Path:
+    out = report_dir(ctx, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    body, numbers = REPORTERS[plan.study](ctx, plan)
+    reports = {label: eval_results(ctx, job)[0] for label, job in plan.evals.items()}
+    bands = {"B": ctx.sc.context_ops} if plan.study == "context" else ctx.sc.bands
+    evaluate.plot_pass_at_k(reports, bands, out / "pass_at_k.png", "verified",
+                            title=f"{plan.study} ({ctx.name} scale): pass@k, verified")
+    evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")
+    info = run_info(device)
+    job_rows = []
+    for job in plan.jobs:
+        spec = json.loads((ctx.run_dir(job.name) / "job.json").read_text())
+        c = spec["config"]
+        what = {"pretrain": lambda: f"{c['model']} model, {c['max_steps']} steps x {c['batch_tokens']:,} tokens, "
+                                    f"recipe `{c['recipe']}`" + (f", from {Path(c['init_from']).name}"
+                                                                 if c.get("init_from") else ""),
+                "grpo": lambda: f"{c['max_steps']} steps x {c['prompts_per_step']} prompts x {c['group_size']}, "
+                                f"pool `{c['pool']}`, reward {c['reward']}, lr {c['lr']:g}",
+                "eval": lambda: f"{c['n']} samples/problem, T={c['temperature']}"}[job.kind]()
+        job_rows.append([job.name, job.kind, job.note, what, f"{spec.get('seconds', 0):.0f}"])
+    text = [f"# {plan.study} study, {ctx.name} scale", "",
+            f"**What the paper says.** {PAPER_SAYS[plan.study]}", "",
+            f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
+            f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}. Bands: "
+            + ", ".join(f"{k} = op {ops(v)}" for k, v in bands.items()) + ".", "",
+            "![pass@k curves](pass_at_k.png)", "", *body, "", "![pass@n by op](pass_by_op.png)", "",
+            "## Jobs", "", markdown_table(["job", "kind", "what", "settings", "seconds"], job_rows), ""]
+    (out / "report.md").write_text("\n".join(text), encoding="utf-8")
+    save_json(out / "results.json", {"study": plan.study, "scale": ctx.name, "run": info, "numbers": numbers,
+                                     "jobs": {j.name: j.config for j in plan.jobs}, "seconds": seconds})
+    return out / "report.md"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+@dataclass
+class Config:
+    study: str = "edge"  # edge / context / midtrain / process_reward / pretrain_exposure / crossover / weak_supervision / all
+    scale: str = "tiny"  # micro (smoke test) / tiny (CPU) / small (one GPU) / paper (SPEC §7)
+    runs_dir: str = "runs"  # models and evaluations go to runs_dir/<scale>/<job>/
+    reports_dir: str = "reports"  # the report goes to reports_dir/<study>-<scale>/
+    device: str = "auto"  # auto (cuda if available), cuda or cpu
+    workers: int = 1  # processes for data generation
+    dry_run: bool = False  # print the jobs and exit
+
+
+def build_plan(study: str, ctx: Context) -> Plan:
+    plan = Plan(study, ctx.name)
+    PLANNERS[study](ctx, plan)
+    return plan
+
+
+def main(cfg: Config) -> dict:
+    if cfg.scale not in SCALES:
+        raise UserError(f"unknown scale {cfg.scale!r}; choose one of {', '.join(SCALES)}")
+    studies = list(STUDIES) if cfg.study == "all" else [cfg.study]
+    for s in studies:
+        if s not in PLANNERS:
+            raise UserError(f"unknown study {s!r}; choose one of {', '.join(STUDIES)} or all")
+    ctx = Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers)
+    device = setup_dist(cfg.device).device
+    results = {}
+    for study in studies:
+        t0 = time.time()
+        plan = build_plan(study, ctx)
+        print(f"=== {study} study, {cfg.scale} scale: {len(plan.jobs)} jobs ({ctx.sc.seconds_hint} for edge) ===")
+        for job in plan.jobs:
+            print(f"  {job.kind:<8} {job.name:<22} {job.note}")
+        if cfg.dry_run:
+            results[study] = {"jobs": [asdict(j) for j in plan.jobs]}
+            continue
+        base = ctx.pretrain("probe", "ops=2").config  # the scale's pre-training settings
+        pretrain.ensure_tokenizer(ctx.tokenizer, base["tokenizer_problems"], base["vocab_size"], 0, cfg.workers)
+        seconds = {job.name: run_job(ctx, job, str(device)) for job in plan.jobs}
+        path = write_report(ctx, plan, seconds, device)
+        total = time.time() - t0
+        print(f"=== {study}: report at {path} ({total / 60:.1f} min) ===")
+        results[study] = {"report": str(path), "seconds": total}
+    return results
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if argv and not argv[0].startswith("-"):  # `python study.py edge --scale tiny`
+        argv = [f"--study={argv[0]}", *argv[1:]]
+    run_main(main, Config, argv)

@@ -1,0 +1,103 @@
+"""End-to-end smoke test of the study runner at micro scale: every stage runs, re-runs reuse, interrupts resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import study
+from common import UserError
+
+
+@pytest.fixture(scope="module")
+def edge_micro(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    cfg = study.Config(study="edge", scale="micro", runs_dir=str(tmp / "runs"), reports_dir=str(tmp / "reports"))
+    out = study.main(cfg)
+    return cfg, out, tmp
+
+
+def test_edge_study_end_to_end(edge_micro):
+    cfg, out, tmp = edge_micro
+    report = Path(out["edge"]["report"])
+    text = report.read_text()
+    assert report == tmp / "reports" / "edge-micro" / "report.md"
+    for needle in ("What the paper says", "pass@k (verified) by band", "Change in edge-band", "## Jobs"):
+        assert needle in text
+    assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**"))
+    for png in ("pass_at_k.png", "pass_by_op.png"):
+        assert (report.parent / png).stat().st_size > 1000
+    numbers = json.loads((report.parent / "results.json").read_text())
+    assert set(numbers["numbers"]["pass_at_k"]) == {"base", "RL ID (2-3)", "RL mixed (3-4)", "RL edge (4-4)",
+                                                    "RL hard (5-6)"}
+    runs = tmp / "runs" / "micro"
+    for job in ("base", "rl-ID", "rl-mixed", "rl-edge", "rl-hard"):
+        assert (runs / job / "final.pt").exists()
+        assert (runs / f"eval-{job}" / "results.json").exists()
+    assert (runs / "tokenizer.json").exists()
+
+
+def test_rerun_reuses_everything(edge_micro, capsys):
+    cfg, _, tmp = edge_micro
+    study.main(cfg)
+    log = capsys.readouterr().out
+    assert log.count("done already") == 10  # 5 models + 5 evaluations, nothing recomputed
+    assert "step 1/" not in log
+
+
+def test_interrupted_job_resumes(edge_micro, capsys):
+    cfg, _, tmp = edge_micro
+    run = tmp / "runs" / "micro" / "rl-edge"
+    (run / "final.pt").unlink()  # as if killed after its last step checkpoint
+    for p in run.glob("step_*.pt"):
+        if p.name != "step_000002.pt":
+            p.unlink()
+    (tmp / "runs" / "micro" / "eval-rl-edge" / "results.json").unlink()
+    study.main(cfg)
+    log = capsys.readouterr().out
+    assert "resuming at step 2" in log and (run / "final.pt").exists()
+
+
+def test_changed_settings_are_refused(edge_micro, monkeypatch):
+    cfg, _, tmp = edge_micro
+    spec = tmp / "runs" / "micro" / "rl-hard" / "job.json"
+    data = json.loads(spec.read_text())
+    data["config"]["lr"] = 123.0
+    spec.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"other settings \(lr\)"):
+        study.main(cfg)
+
+
+def test_every_study_plans(tmp_path):
+    for name in study.STUDIES:
+        out = study.main(study.Config(study=name, scale="tiny", runs_dir=str(tmp_path), dry_run=True))
+        jobs = out[name]["jobs"]
+        assert jobs and all(j["kind"] in ("pretrain", "grpo", "eval") for j in jobs)
+        assert len({j["name"] for j in jobs}) == len(jobs)
+    mid = study.main(study.Config(study="midtrain", scale="paper", runs_dir=str(tmp_path), dry_run=True))
+    names = [j["name"] for j in mid["midtrain"]["jobs"]]
+    assert "mid-b0" in names and "rl-b1" in names and "rl-b0" not in names and "mid-b1" not in names
+
+
+def test_midtrain_budget_is_equal_compute(tmp_path):
+    """Each beta spends (1 - beta) T on mid-training and beta T on RL (SPEC §7 token-equivalents)."""
+    ctx = study.Context("small", str(tmp_path), str(tmp_path), 1)
+    plan = study.build_plan("midtrain", ctx)
+    jobs = {j.name: j.config for j in plan.jobs}
+    step_cost = study.rl_step_tokens(jobs["rl-b1"], study.mean_prompt_tokens(ctx.sc.pools["edge"]))
+    total = ctx.sc.budget_rl_steps * step_cost
+    for beta in (0.2, 0.5, 0.8):
+        mid = jobs[f"mid-b{beta:g}"]["max_steps"] * jobs[f"mid-b{beta:g}"]["batch_tokens"]
+        rl = jobs[f"rl-b{beta:g}"]["max_steps"] * step_cost
+        assert mid + rl == pytest.approx(total, rel=0.05)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--study=nope"], "unknown study"),
+    (["--scale=huge"], "unknown scale"),
+])
+def test_bad_arguments(argv, message, capsys):
+    from common import run_main
+    with pytest.raises(SystemExit):
+        run_main(study.main, study.Config, argv + ["--dry_run"])
+    assert message in capsys.readouterr().err
