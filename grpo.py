@@ -286,12 +286,13 @@ def sequence_batch(prompt_ids: list[list[int]], gen, group_size: int, pad_id: in
 
 
 @torch.no_grad()
-def logprobs_of(model, x, y, micro_rows: int, autocast, entropy: bool = False):
+def logprobs_of(model, x, y, micro_rows: int, autocast, entropy: bool = False, temperature: float = 1.0):
     """Per-token log-probs [R, T] (and entropies) in micro-batches, without gradients."""
     logps, ents = [], []
     for i in range(0, x.size(0), micro_rows):
         with autocast:
-            out = model.token_logprobs(x[i:i + micro_rows], y[i:i + micro_rows], return_entropy=entropy)
+            out = model.token_logprobs(x[i:i + micro_rows], y[i:i + micro_rows], return_entropy=entropy,
+                                       temperature=temperature)
         logps.append((out[0] if entropy else out).float())
         if entropy:
             ents.append(out[1].float())
@@ -325,8 +326,10 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
     x, y, mask = sequence_batch(prompt_ids, gen, cfg.group_size, tok_lib.PAD_ID)
     x, y, mask, adv_d = x.to(device), y.to(device), mask.to(device), adv.to(device)
     # log-probs (and entropy, for the log) under the policy that sampled the rollouts, before any update
-    old_logp, old_entropy = logprobs_of(policy, x, y, cfg.micro_rows, autocast, entropy=True)
-    ref_logp = logprobs_of(ref, x, y, cfg.micro_rows, autocast) if ref is not None else old_logp
+    # all at the sampling temperature (as verl does): the ratio and the KL compare the distributions that sampled
+    T = cfg.temperature
+    old_logp, old_entropy = logprobs_of(policy, x, y, cfg.micro_rows, autocast, entropy=True, temperature=T)
+    ref_logp = logprobs_of(ref, x, y, cfg.micro_rows, autocast, temperature=T) if ref is not None else old_logp
 
     # --- updates: the rows split into `minibatches` groups of whole prompts, one optimizer step each
     R = x.size(0)
@@ -388,14 +391,15 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
 
 
 class LogprobModule(torch.nn.Module):
-    """The policy with `token_logprobs` as its forward: DDP syncs gradients only through `forward` calls."""
+    """The policy with `token_logprobs` (at the sampling temperature) as its forward: DDP syncs gradients only
+    through `forward` calls."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, temperature: float = 1.0):
         super().__init__()
-        self.policy = policy
+        self.policy, self.temperature = policy, temperature
 
     def forward(self, x, y, want_entropy: bool = False):
-        return self.policy.token_logprobs(x, y, return_entropy=want_entropy)
+        return self.policy.token_logprobs(x, y, return_entropy=want_entropy, temperature=self.temperature)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -451,6 +455,8 @@ def check_config(cfg: Config, world: int) -> None:
                         f"{cfg.minibatches} mini-batches of whole prompt groups")
     if cfg.max_steps <= 0 or cfg.micro_rows <= 0:
         raise UserError("--max_steps and --micro_rows must be positive")
+    if not cfg.temperature > 0 or not 0 < cfg.top_p <= 1:
+        raise UserError("--temperature must be > 0 for rollouts (sampling), and --top_p in (0, 1]")
 
 
 def train(cfg: Config, dist) -> dict:
@@ -503,7 +509,7 @@ def train(cfg: Config, dist) -> dict:
             pool = datagen.read_jsonl(resume_state["pool_file"])
             stream = PromptStream(pool, resume_state.get("stream_seed", cfg.seed))  # re-selection reseeds it
         stream.epoch, stream.cursor = resume_state["stream"]
-    train_model = LogprobModule(policy)
+    train_model = LogprobModule(policy, cfg.temperature)
     if cfg.compile:
         train_model = torch.compile(train_model)
     if dist.ddp:

@@ -305,13 +305,17 @@ class Transformer(nn.Module):
         weight = weight.flatten().float()
         return logits, (ce * weight).sum() / weight.sum().clamp(min=1.0)
 
-    def token_logprobs(self, idx, targets, position_ids=None, doc_ids=None, return_entropy: bool = False):
+    def token_logprobs(self, idx, targets, position_ids=None, doc_ids=None, return_entropy: bool = False,
+                       temperature: float = 1.0):
         """log p(targets[b, t] | idx[b, :t+1]) as fp32 [B, T] (0 where target == -100), for RL.
 
-        With `return_entropy`, also the entropy of each position's next-token distribution [B, T]. Works under
-        autocast: the logits are upcast to fp32 before any softmax.
+        `temperature` scales the logits as the sampler did, so that the log-probs are those of the distribution
+        the tokens were drawn from. With `return_entropy`, also the entropy of each position's next-token
+        distribution [B, T]. Works under autocast: the logits are upcast to fp32 before any softmax.
         """
         logits = self.head(self.hidden(idx, position_ids, doc_ids))  # [B, T, V] fp32
+        if temperature != 1.0:
+            logits = logits / temperature
         logp = -F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
         logp = logp.view_as(targets)
         if not return_entropy:

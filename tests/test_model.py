@@ -318,6 +318,23 @@ def test_kv_cache_logprobs_match_full_forward(model):
         assert (out.logprobs[r] - ref).abs().max() <= 1e-4, r
 
 
+def test_sampler_logprobs_at_temperature_match_token_logprobs(model):
+    # RL's ratio compares training-time log-probs with the sampler's: at temperature T both must be the
+    # log-softmax of logits / T (token_logprobs with temperature=T), not of the raw logits
+    out = M.generate(model, PROMPTS[:2], n=2, max_new_tokens=8, temperature=0.5, eos_id=None, seed=1,
+                     return_logprobs=True)
+    for r in range(4):
+        row = torch.tensor([PROMPTS[r // 2] + out.tokens[r].tolist()])
+        L = len(PROMPTS[r // 2])
+        targets = torch.full_like(row, -100)
+        targets[0, L - 1:-1] = row[0, L:]
+        with torch.no_grad():
+            at_t = model.token_logprobs(row, targets, temperature=0.5)[0, L - 1:-1]
+            at_1 = model.token_logprobs(row, targets)[0, L - 1:-1]
+        assert (out.logprobs[r] - at_t).abs().max() <= 1e-4, r
+        assert (out.logprobs[r] - at_1).abs().max() > 1e-3  # the temperature really matters here
+
+
 def test_greedy_matches_naive_loop(model):
     out = M.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=0, eos_id=None)
     for r in range(6):
