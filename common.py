@@ -11,6 +11,7 @@ Nothing here does work at import time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import inspect
@@ -370,6 +371,24 @@ def setup_dist(device: str = "auto") -> Dist:
             device = f"cuda:{local_rank}"
             torch.cuda.set_device(device)
     return Dist(rank, world, local_rank, torch.device(device))
+
+
+def autocast_for(dtype: str, device: torch.device):
+    """(autocast context, uses bf16?) for a --dtype flag: auto = bf16 autocast on CUDA, fp32 elsewhere."""
+    if dtype not in ("auto", "bf16", "fp32"):
+        raise UserError(f"--dtype must be auto, bf16 or fp32, got {dtype!r}")
+    use_bf16 = dtype == "bf16" or (dtype == "auto" and device.type == "cuda")
+    return (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()), use_bf16
+
+
+def wrap_for_training(module: torch.nn.Module, compile: bool, dist: Dist) -> torch.nn.Module:
+    """torch.compile it if asked, then wrap it in DDP under torchrun (gradients sync inside backward)."""
+    if compile:
+        module = torch.compile(module)
+    if dist.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        module = DDP(module, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+    return module
 
 
 def cleanup_dist() -> None:

@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass

@@ -893,17 +893,13 @@ class Config:
 
 def main(cfg) -> dict:
     """Sample, verify and report every checkpoint; returns {label: report} (and the edge selection)."""
-    import contextlib
     import json
     import time
     from pathlib import Path
 
-    import torch
-
     import model as model_lib
     import tokenizer as tok_lib
-    from common import (UserError, load_checkpoint, markdown_table, print_config, run_info, save_json,
-                        setup_dist)
+    from common import UserError, autocast_for, load_checkpoint, print_config, run_info, save_json, setup_dist
 
     if not cfg.ckpt:
         raise UserError("give at least one --ckpt (a checkpoint file or a run folder)")
@@ -922,8 +918,7 @@ def main(cfg) -> dict:
     if not records:
         raise UserError("no problems to evaluate")
     device = setup_dist(cfg.device).device
-    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    autocast, _ = autocast_for(cfg.dtype, device)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     print_config(cfg, "evaluation config")

@@ -6,7 +6,7 @@ every completion with the shared verifier (evaluate.py), turn rewards into group
 make `minibatches` clipped policy-gradient updates over the rollout batch, with a k3 KL penalty to the frozen
 initial model. Settings at `paper` scale are SPEC §7's; smaller presets scale the sizes, not the algorithm.
 
-    python grpo.py --init_from=runs/pretrain-tiny --pool=ops=7-8             # CPU, tiny preset
+    python grpo.py                                # CPU, tiny preset: RL on op 4-5 from runs/pretrain-tiny
     python grpo.py --preset=paper --init_from=runs/pretrain-paper --pool=rl_11_14 --reward=process --alpha=0.2
     python grpo.py --init_from=... --pool=runs/edge-pool.jsonl --reselect_every=20   # self-paced edge pool
     torchrun --nproc_per_node=8 grpo.py --preset=paper ...                   # rollouts sharded over GPUs
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import time
 from collections import Counter
@@ -41,9 +40,10 @@ import datagen
 import evaluate
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration, latest_checkpoint,
+from common import (Logger, UserError, autocast_for, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration, latest_checkpoint,
                     load_checkpoint, plot_lines, print_config, prune_checkpoints, resume_changes, rng_state, run_info,
-                    run_main, save_checkpoint, save_json, seed_everything, set_rng_state, setup_dist, step_line)
+                    run_main, save_checkpoint, save_json, seed_everything, set_rng_state, setup_dist, step_line,
+                    wrap_for_training)
 
 
 @dataclass
@@ -382,7 +382,7 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
         "seq_tokens": sum(len(p) for p in prompt_ids) * cfg.group_size + int(gen.lengths.sum()),
     }
     if reward_fn is None:
-        for kind in ("outcome", "process", "strict"):
+        for kind in evaluate.REWARD_KINDS:
             metrics[f"reward_{kind}"] = sum(evaluate.reward(r, kind, cfg.alpha) for r in results) / len(results)
     metrics["_episodes"] = [{"prompt": tok_lib.render_prompt(rec), "completion": comp, "reward": r["reward"],
                              "answer": rec["answer"], **{k: r[k] for k in ("answer_correct", "verified", "hacked")}}
@@ -434,8 +434,8 @@ def main(cfg: Config) -> dict:
 
 
 def check_config(cfg: Config, world: int) -> None:
-    if cfg.reward not in ("outcome", "process", "strict"):
-        raise UserError(f"--reward must be outcome, process or strict, got {cfg.reward!r}")
+    if cfg.reward not in evaluate.REWARD_KINDS:
+        raise UserError(f"--reward must be one of {', '.join(evaluate.REWARD_KINDS)}, got {cfg.reward!r}")
     if cfg.loss_agg not in ("token", "seq", "constant"):
         raise UserError(f"--loss_agg must be token, seq or constant, got {cfg.loss_agg!r}")
     if cfg.adv_norm not in ("std", "mean"):
@@ -509,14 +509,8 @@ def train(cfg: Config, dist) -> dict:
             pool = datagen.read_jsonl(resume_state["pool_file"])
             stream = PromptStream(pool, resume_state.get("stream_seed", cfg.seed))  # re-selection reseeds it
         stream.epoch, stream.cursor = resume_state["stream"]
-    train_model = LogprobModule(policy, cfg.temperature)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-    if dist.ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    train_model = wrap_for_training(LogprobModule(policy, cfg.temperature), cfg.compile, dist)
+    autocast, use_bf16 = autocast_for(cfg.dtype, device)
 
     n_params = policy.n_params()
     gamma = 1.0 if ref is not None else 0.0

@@ -5,7 +5,7 @@ Both stages are the same objective (next-token cross-entropy on every non-paddin
 whole samples, SPEC §7); mid-training just starts from a checkpoint, on another recipe, with its own warmup.
 If the tokenizer or the packed data are missing they are built first (datagen.py -> tokenizer.py).
 
-    python pretrain.py                                   # CPU, `tiny` preset: a few minutes
+    python pretrain.py                                   # CPU, `tiny` preset: ~15 minutes on 2 cores
     python pretrain.py --preset=small                    # one GPU
     python pretrain.py --preset=paper                    # SPEC §7: 103M params, 10B tokens, 512K tokens/step
     torchrun --nproc_per_node=8 pretrain.py --preset=paper
@@ -33,10 +33,10 @@ import torch
 import datagen
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, atomic_write, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration,
+from common import (Logger, UserError, atomic_write, autocast_for, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration,
                     latest_checkpoint, load_checkpoint, peak_flops, plot_lines, print_config, prune_checkpoints,
                     resume_changes, rng_state, run_info, run_main, save_checkpoint, save_json, seed_everything,
-                    set_rng_state, setup_dist, step_line)
+                    set_rng_state, setup_dist, step_line, wrap_for_training)
 
 
 @dataclass
@@ -372,14 +372,8 @@ def train(cfg: Config, dist) -> dict:
         set_rng_state(resume_state["rng"])
         start_step, tokens_seen, valid_seen = resume_state["step"], resume_state["tokens"], resume_state["valid_tokens"]
     raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)
-    if dist.ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-
-    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    model = wrap_for_training(model, cfg.compile, dist)
+    autocast, use_bf16 = autocast_for(cfg.dtype, device)
     val_batches = val_batches_from(val_path, tok, cfg.micro_rows, cfg.seq_len)
     bands = parse_bands(cfg.bands)
     n_params = raw_model.n_params()

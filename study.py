@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,10 +80,12 @@ SCALES = {
                   seconds_hint="about 25 minutes on 2 CPU cores"),
     "small": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
-                   budget_rl_steps=100, seconds_hint="about 20 minutes per study on one H100"),
+                   budget_rl_steps=100,
+                   seconds_hint="not yet timed on a GPU; target about 20 minutes per study on one H100"),
     "paper": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="paper"), grpo=dict(preset="paper"),
                    eval_per_op=100, eval_n=128, eval_max_new=1024, crossover_n=1024, context_ops=(2, 20),
-                   budget_rl_steps=200, seconds_hint="days on 8 GPUs"),
+                   budget_rl_steps=200,
+                   seconds_hint="not run here; pre-training alone is 6e18 FLOPs, ~4 h on one H100 at 40% MFU"),
 }
 
 
@@ -344,6 +347,18 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
     return seconds
 
 
+def job_command(job: Job, out: Path) -> str:
+    """The stand-alone command that does this job, with the flags that differ from the script's defaults. Run a
+    training job under `torchrun --nproc_per_node=N` this way, and the study reuses its final.pt."""
+    script = {"pretrain": pretrain, "grpo": grpo, "eval": evaluate}[job.kind]
+    default = asdict(script.Config())
+    flags = []
+    for k, v in {**job.config, "out_dir": str(out)}.items():
+        if v != default.get(k):
+            flags += [shlex.quote(f"--{k}={item}") for item in (v if isinstance(v, list) else [v])]
+    return f"python {script.__name__}.py {' '.join(flags)}"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Reading results back
 
@@ -445,7 +460,7 @@ def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
         if label != "base":
             deltas[label] = paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), base)
     lines = ["## pass@k (verified) by band", "", table, "",
-             f"Mean pass@k over problems ± standard error; *verified* = every step right and the answer right.", "",
+             "Mean pass@k over problems ± standard error; *verified* = every step right and the answer right.", "",
              f"## Change in edge-band pass@{n} (verified) against the base model, paired by problem", "",
              markdown_table(["RL pool", f"Δ pass@{n}", "SE", "problems"],
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
@@ -723,6 +738,8 @@ def main(cfg: Config) -> dict:
         print(f"=== {study} study, {cfg.scale} scale: {len(plan.jobs)} jobs ({ctx.sc.seconds_hint} for edge) ===")
         for job in plan.jobs:
             print(f"  {job.kind:<8} {job.name:<22} {job.note}")
+            if cfg.dry_run:
+                print(f"           {job_command(job, ctx.run_dir(job.name))}")
         if cfg.dry_run:
             results[study] = {"jobs": [asdict(j) for j in plan.jobs]}
             continue

@@ -158,7 +158,7 @@ def test_reverse_equation_solves_to_answer(records):
         assert m, rec["solution"]
         given = int(m.group(2))
         assert given == int(m.group(4)) == rec["graph"]["nodes"][-1]["value"]
-        assert f"It is known that" in rec["problem"] and str(given) in rec["problem"]
+        assert "It is known that" in rec["problem"] and str(given) in rec["problem"]
         a, b = _linear(m.group(3))
         assert a != 0 and a * rec["answer"] + b == given
         assert rec["solution"].rstrip(".").endswith(str(rec["answer"]))

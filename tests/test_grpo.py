@@ -401,7 +401,7 @@ def test_checkpoint_contents(tmp_path, micro_ckpt, short_pool):
 # Config errors
 
 @pytest.mark.parametrize("flags,message", [
-    (["--reward=correct"], "--reward must be outcome, process or strict"),
+    (["--reward=correct"], "--reward must be one of outcome, process, strict"),
     (["--loss_agg=mean"], "--loss_agg must be token, seq or constant"),
     (["--adv_norm=rank"], "--adv_norm must be std or mean"),
     (["--pseudo_label=silver"], "--pseudo_label must be gold or majority"),

@@ -79,6 +79,22 @@ def test_every_study_plans(tmp_path):
     assert "mid-b0" in names and "rl-b1" in names and "rl-b0" not in names and "mid-b1" not in names
 
 
+def test_dry_run_commands_rebuild_each_job(tmp_path):
+    """The stand-alone command printed for a job (e.g. to run it under torchrun) parses back to its exact config."""
+    import shlex
+    from dataclasses import asdict
+    from common import parse_config
+    ctx = study.Context("tiny", str(tmp_path), str(tmp_path / "reports"), workers=1)
+    plan = study.build_plan("process_reward", ctx)
+    for job in plan.jobs:
+        out = ctx.run_dir(job.name)
+        script, *argv = shlex.split(study.job_command(job, out))[1:]
+        module = {"pretrain.py": study.pretrain, "grpo.py": study.grpo, "evaluate.py": study.evaluate}[script]
+        parsed = asdict(parse_config(module.Config, argv))
+        want = {**job.config, "out_dir": str(out)}
+        assert {k: parsed[k] for k in want} == want, job.name
+
+
 def test_midtrain_budget_is_equal_compute(tmp_path):
     """Each beta spends (1 - beta) T on mid-training and beta T on RL (SPEC §7 token-equivalents)."""
     ctx = study.Context("small", str(tmp_path), str(tmp_path), 1)
