@@ -75,9 +75,9 @@ SCALES = {
     # 2 CPU cores: one context, op 2-3 in pre-training (a 1M-parameter model learns only that much in ~15 min)
     "tiny": Scale(bands={"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)},
                   pools={"ID": (3, 3), "mixed": (3, 4), "edge": (4, 5), "hard": (6, 7)},
-                  pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=8,
+                  pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=160, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
-                  seconds_hint="about 25 minutes on 2 CPU cores"),
+                  seconds_hint="about 30 minutes on 2 CPU cores"),
     "small": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
                    budget_rl_steps=100,
@@ -371,6 +371,32 @@ def eval_results(ctx: Context, job_name: str) -> tuple[dict, dict]:
     return rep, evaluate.per_problem(rows)
 
 
+def sample_profile(ctx: Context, job_name: str, lo: int, hi: int) -> dict:
+    """What the samples on op lo..hi look like: shares answer-right / verified / hacked, and how many steps the
+    model wrote against how many the gold graph has (a model that never saw longer problems stops early)."""
+    out = ctx.run_dir(job_name)
+    (label,) = json.loads((out / "results.json").read_text())["reports"]
+    rows = [r for r in (json.loads(line) for line in open(out / f"samples_{label}.jsonl", encoding="utf-8"))
+            if lo <= r["op"] <= hi]
+    share = (lambda f: sum(map(f, rows)) / len(rows)) if rows else (lambda f: float("nan"))
+    return {"samples": len(rows), "answer": share(lambda r: r["answer_correct"]),
+            "verified": share(lambda r: r["verified"]), "hacked": share(lambda r: r["hacked"]),
+            "too_few_steps": share(lambda r: r["n_pred"] < r["n_gold"]),
+            "steps_written": share(lambda r: r["n_pred"]), "steps_needed": share(lambda r: r["n_gold"])}
+
+
+def profile_table(ctx: Context, plan: Plan) -> tuple[str, dict]:
+    rows, numbers = [], {}
+    for label, job in plan.evals.items():
+        for band, (lo, hi) in ctx.sc.bands.items():
+            p = numbers.setdefault(label, {})[band] = sample_profile(ctx, job, lo, hi)
+            rows.append([label, f"{band} (op {lo}-{hi})", p["samples"], pct(p["answer"]), pct(p["verified"]),
+                         pct(p["hacked"]), pct(p["too_few_steps"]),
+                         f"{p['steps_written']:.1f} / {p['steps_needed']:.1f}"])
+    return markdown_table(["model", "band", "samples", "answer right %", "verified %", "hacked %",
+                           "fewer steps than needed %", "steps written / needed"], rows), numbers
+
+
 def band_pass(pp: dict, lo: int, hi: int, k: int, metric: str = "verified") -> dict[str, float]:
     """{problem id: pass@k} over the problems whose op lies in [lo, hi]."""
     key = "c_verified" if metric == "verified" else "c_answer"
@@ -471,7 +497,13 @@ def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     lines.append(verdict_line(ok, f"RL on the edge pool changes edge-band pass@{n} by {pct(d_edge)} points "
                                   f"(SE {pct(se_edge)}); the in-range and far-too-hard pools change it by "
                                   + ", ".join(pct(d) for d in others) + " points."))
-    return lines, {"pass_at_k": numbers, "edge_deltas": deltas}
+    profile, profiles = profile_table(ctx, plan)
+    lines += ["", "## What the samples look like, per band", "",
+              "RL can only sharpen what the model sometimes does: a band where no sample is verified gives RL with "
+              "the outcome reward nothing to reinforce but right answers reached by wrong steps (*hacked*). A model "
+              "that writes fewer steps than the gold graph has has not learned to extend its chain that far.", "",
+              profile, ""]
+    return lines, {"pass_at_k": numbers, "edge_deltas": deltas, "samples": profiles}
 
 
 def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
