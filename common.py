@@ -400,8 +400,12 @@ def cleanup_dist() -> None:
 def run_info(device: torch.device) -> dict:
     """Code version and hardware, logged with every run."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        here = Path(__file__).parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here, timeout=5).stdout.strip()
+        rev += "+uncommitted changes" if rev and dirty else ""
     except (OSError, subprocess.TimeoutExpired):
         rev = ""
     info = {"time": datetime.datetime.now().isoformat(timespec="seconds"), "git": rev or "unknown",
