@@ -27,6 +27,7 @@ import math
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,8 @@ class Context:
     def pretrain(self, name: str, recipe: str, note: str = "", init: str | None = None, **overrides) -> Job:
         p = {**self.sc.pretrain, "recipe": recipe, **overrides, "tokenizer": str(self.tokenizer),
              "workers": self.workers, "init_from": str(self.run_dir(init)) if init else ""}
+        if init:
+            p["model_args"] = ""  # mid-training continues the checkpoint's model as it is
         conf = asdict(preset_config(pretrain.Config, pretrain.PRESETS, p.pop("preset"), **p))
         key = hashlib.blake2b(json.dumps([conf["recipe"], conf["modes"], conf["train_problems"], conf["data_seed"],
                                           conf["seq_len"]]).encode(), digest_size=4).hexdigest()
@@ -155,8 +158,9 @@ class Context:
         g = {**self.sc.grpo, "init_from": str(self.run_dir(init)), "pool": self.recipe(ops(pool_ops)), **overrides}
         return Job(name, "grpo", asdict(preset_config(grpo.Config, grpo.PRESETS, g.pop("preset"), **g)), note)
 
-    def eval(self, model_job: str, evalset: Path, n: int, label: str, bands: dict, suffix: str = "") -> Job:
-        conf = {"ckpt": [str(self.run_dir(model_job))], "label": [label], "data": str(evalset), "problems": 0,
+    def eval(self, model_job: str, evalset: Path, n: int, bands: dict, suffix: str = "") -> Job:
+        # labelled by the model's job, not by a study's name for it: studies share models and their evaluations
+        conf = {"ckpt": [str(self.run_dir(model_job))], "label": [model_job], "data": str(evalset), "problems": 0,
                 "n": n, "temperature": 0.7, "max_new_tokens": self.sc.eval_max_new, "seed": 0,
                 "bands": ",".join(f"{k}={ops(v)}" for k, v in bands.items()), "keep_text": 1, "show_mistakes": 2}
         return Job(f"eval-{model_job}{suffix}", "eval", conf)
@@ -185,10 +189,10 @@ def plan_edge(ctx: Context, plan: Plan, n: int | None = None, suffix: str = "") 
     base = plan.add(ctx.base())
     evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
     n = n or sc.eval_n
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, n, "base", sc.bands, suffix))
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, n, sc.bands, suffix))
     for pool, rng in sc.pools.items():
         job = plan.add(ctx.grpo(f"rl-{pool}", base, rng, note=f"RL on op {ops(rng)} ({pool} pool)"))
-        plan.evals[f"RL {pool} ({ops(rng)})"] = plan.add(ctx.eval(job, evalset, n, f"RL {pool}", sc.bands, suffix))
+        plan.evals[f"RL {pool} ({ops(rng)})"] = plan.add(ctx.eval(job, evalset, n, sc.bands, suffix))
 
 
 def plan_crossover(ctx: Context, plan: Plan) -> None:
@@ -198,8 +202,8 @@ def plan_crossover(ctx: Context, plan: Plan) -> None:
     rl = plan.add(ctx.grpo("rl-edge", base, sc.pools["edge"], note=f"RL on op {ops(sc.pools['edge'])} (edge pool)"))
     evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
     suffix = f"-n{sc.crossover_n}"
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, "base", sc.bands, suffix))
-    plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, "RL edge", sc.bands, suffix))
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, sc.bands, suffix))
+    plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, sc.bands, suffix))
 
 
 CONTEXT_EXPOSURES = (0, 0.1, 1, 10)  # % of pre-training data in context B (teachers), at its lowest op only
@@ -216,8 +220,7 @@ def plan_context(ctx: Context, plan: Plan) -> None:
         base = plan.add(ctx.pretrain(f"base-B{e:g}", recipe, note=f"A op {lo}-{hi}, B {e:g}% at op {lo}"))
         rl = plan.add(ctx.grpo(f"rl-B{e:g}", base, (lo, hi), pool=f"ops={lo}-{hi} contexts=zoo,teachers",
                                note="RL on 50% A / 50% B"))
-        plan.evals[f"B {e:g}% + RL"] = plan.add(ctx.eval(rl, evalset, ctx.sc.eval_n, f"B {e:g}% + RL",
-                                                         {"B": (lo, hi)}))
+        plan.evals[f"B {e:g}% + RL"] = plan.add(ctx.eval(rl, evalset, ctx.sc.eval_n, {"B": (lo, hi)}))
 
 
 MID_BETAS = (0.0, 0.2, 0.5, 0.8, 1.0)  # share of the compute budget spent on RL (SPEC §7)
@@ -251,7 +254,7 @@ def plan_midtrain(ctx: Context, plan: Plan) -> None:
             last = plan.add(ctx.grpo(f"rl-b{beta:g}", init, sc.pools["edge"], max_steps=rl_steps,
                                      eval_every=max(1, rl_steps // 4), note=f"RL {rl_steps} steps"))
         label = f"beta={beta:g}"
-        plan.evals[label] = plan.add(ctx.eval(last, evalset, sc.eval_n, label, sc.bands))
+        plan.evals[label] = plan.add(ctx.eval(last, evalset, sc.eval_n, sc.bands))
 
 
 def mean_prompt_tokens(op_range: tuple) -> int:
@@ -269,11 +272,11 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, "base", sc.bands))
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
     for label, kw in PROCESS_VARIANTS.items():
         name = "rl-edge" if label == "outcome" else "rl-edge-" + label.replace(" ", "").replace("=", "").replace(".", "")
         job = plan.add(ctx.grpo(name, base, sc.pools["edge"], note=f"RL on edge, {label} reward", **kw))
-        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, label, sc.bands))
+        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, sc.bands))
 
 
 HARD_SHARES = (0, 20, 50, 100)  # % of pre-training on the upper third of the ID range (appendix A.7)
@@ -289,15 +292,15 @@ def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
                             f"{lo}-{cut - 1}:{1 - h / 100:g},{cut}-{hi}:{h / 100:g}")
         base = plan.add(ctx.pretrain(f"base-hard{h}", recipe, note=f"{h}% of pre-training on op {cut}-{hi}"))
         rl = plan.add(ctx.grpo(f"rl-hard{h}", base, sc.pools["edge"], note="RL on the edge pool"))
-        plan.evals[f"hard {h}%"] = plan.add(ctx.eval(base, evalset, sc.eval_n, f"hard {h}%", sc.bands))
-        plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, f"hard {h}% + RL", sc.bands))
+        plan.evals[f"hard {h}%"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
+        plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, sc.bands))
 
 
 def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, "base", sc.bands))
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
     variants = {"all prompts": dict()}
     variants.update({f"{k} prompts": dict(pool_size=k) for k in sc.weak_pool_sizes})
     variants.update({"noise 0.1": dict(reward_noise=0.1), "noise 0.3": dict(reward_noise=0.3),
@@ -305,7 +308,7 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     for label, kw in variants.items():
         name = "rl-edge" if not kw else "rl-weak-" + "".join(c for c in label if c.isalnum())
         job = plan.add(ctx.grpo(name, base, sc.pools["edge"], note=f"RL on edge, {label}", **kw))
-        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, label, sc.bands))
+        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, sc.bands))
 
 
 PLANNERS = {"edge": plan_edge, "context": plan_context, "midtrain": plan_midtrain,
@@ -537,51 +540,67 @@ def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
              markdown_table(["pre-training exposure of B", *[f"op {op}" for op in range(lo, hi + 1)]], rows), ""]
     beyond = {label: sum(v for op, v in by_op.items() if op > lo) / max(1, hi - lo) for label, by_op in numbers.items()}
     labels = list(numbers)
-    ok = None
-    if len(labels) == 4:
+    ok = None  # inconclusive unless some model solves B beyond its lowest op
+    if len(labels) == 4 and any(beyond.values()):
         ok = max(beyond[labels[0]], beyond[labels[1]]) < min(beyond[labels[2]], beyond[labels[3]])
     lines.append(verdict_line(ok, "mean pass@n on B above the lowest op: " + ", ".join(
         f"{k}: {pct(v)}" for k, v in beyond.items()) + "."))
     topo = topology_analysis(ctx, plan)
-    if topo:
-        lines += ["", "## Replication or creation", "",
-                  "For verified context-B solutions: the share whose solution-graph topology is isomorphic to a "
-                  "context-A topology seen in pre-training (replication), and the mean Weisfeiler-Lehman similarity "
-                  "to the nearest A topology (1 = same).", "",
-                  markdown_table(["model", "op", "verified B solutions", "isomorphic to an A graph", "WL similarity"],
-                                 topo)]
+    lines += ["", "## Replication or creation", "",
+              "For verified context-B solutions: the share whose solution-graph topology is isomorphic to a "
+              "context-A topology seen in pre-training (replication), and the mean Weisfeiler-Lehman similarity "
+              "to the nearest A topology (1 = same).", ""]
+    lines.append(markdown_table(["model", "op", "verified B solutions", "isomorphic to an A graph", "WL similarity"],
+                                topo) if topo else "No model wrote a verified context-B solution: nothing to compare.")
     return lines, {"pass_at_n_by_op": numbers}
 
 
-def topology_analysis(ctx: Context, plan: Plan, per_op: int = 30, a_graphs: int = 400) -> list[list]:
-    """Compare each verified B solution's unlabeled solution DAG with the A graphs of the same op seen in
-    pre-training (networkx isomorphism and Weisfeiler-Lehman subtree hashes)."""
+def solution_dag(graph: dict):
+    """A record's gold solution graph as an unlabeled networkx DAG: edges parent -> child, each node marked only
+    with its kind of rule (sum / diff / copy / const, and whether a constant joins it) -- names do not count."""
+    import networkx as nx
+    g = nx.DiGraph()
+    for node in graph["nodes"]:
+        g.add_node(node["name"], kind=node["combine"] + ("+k" if node["k"] is not None else ""))
+        for p in node["parents"]:
+            g.add_edge(p, node["name"])
+    return g
+
+
+def replication_stats(solved: list[dict], seen: list[dict]) -> tuple[int, float]:
+    """For records whose solutions a model got right (`solved`) and records seen in training (`seen`): how many
+    solved graphs are isomorphic to some seen graph (replication), and the mean Weisfeiler-Lehman similarity
+    (Jaccard of 2-iteration subtree hashes) to the nearest seen graph (1 = same structure, lower = new)."""
     import networkx as nx
 
-    def dag(graph: dict):
-        g = nx.DiGraph()
-        for node in graph["nodes"]:
-            g.add_node(node["name"], kind=node["combine"] + ("+k" if node["k"] is not None else ""))
-            for p in node["parents"]:
-                g.add_edge(p, node["name"])
-        return g
-
     def wl(g):
-        hashes = nx.weisfeiler_lehman_subgraph_hashes(g, node_attr="kind", iterations=2)
+        with warnings.catch_warnings():  # networkx >= 3.5 notes that its directed-graph hashes changed; ours are
+            warnings.simplefilter("ignore")  # only compared within one run
+            hashes = nx.weisfeiler_lehman_subgraph_hashes(g, node_attr="kind", iterations=2)
         return {h for hs in hashes.values() for h in hs}
 
+    cands = [(g, wl(g)) for g in map(solution_dag, (r["graph"] for r in seen))]
+    iso, sims = 0, []
+    for rec in solved:
+        g = solution_dag(rec["graph"])
+        h = wl(g)
+        iso += any(nx.is_isomorphic(g, a, node_match=lambda x, y: x["kind"] == y["kind"]) for a, _ in cands)
+        sims.append(max((len(h & ha) / len(h | ha) for _, ha in cands), default=0.0))
+    return iso, sum(sims) / max(1, len(sims))
+
+
+def topology_analysis(ctx: Context, plan: Plan, per_op: int = 30, a_graphs: int = 400) -> list[list]:
+    """Compare each verified B solution's solution DAG with the context-A graphs of the same op that pre-training
+    showed (the first `a_graphs` problems of its data stream): replicated structure, or a new one?"""
     rows = []
     for label, job in plan.evals.items():
         conf = json.loads((ctx.run_dir(job) / "job.json").read_text())["config"]
-        base_dir = Path(conf["ckpt"][0])
-        rl_conf = json.loads((base_dir / "job.json").read_text())["config"]
+        rl_conf = json.loads((Path(conf["ckpt"][0]) / "job.json").read_text())["config"]
         pt_conf = json.loads((Path(rl_conf["init_from"]) / "job.json").read_text())["config"]
-        a_recipe = datagen.parse_recipe(pt_conf["recipe"])
-        a_recipe = [p for p in a_recipe if "zoo" in p.contexts]
+        a_recipe = [p for p in datagen.parse_recipe(pt_conf["recipe"]) if "zoo" in p.contexts]
         a_by_op: dict = {}
         for rec in datagen.generate(a_recipe, a_graphs, seed=pt_conf.get("data_seed", 0), split="train"):
-            g = dag(rec["graph"])
-            a_by_op.setdefault(rec["op"], []).append((g, wl(g)))
+            a_by_op.setdefault(rec["op"], []).append(rec)
         records = {r["id"]: r for r in datagen.read_jsonl(conf["data"])}
         samples = [json.loads(line) for line in open(ctx.run_dir(job) / f"samples_{conf['label'][0]}.jsonl")]
         by_op: dict = {}
@@ -589,15 +608,9 @@ def topology_analysis(ctx: Context, plan: Plan, per_op: int = 30, a_graphs: int 
             if s["verified"] and len(by_op.setdefault(s["op"], [])) < per_op:
                 by_op[s["op"]].append(records[s["id"]])
         for op, recs in sorted(by_op.items()):
-            cands = a_by_op.get(op, [])
-            iso, sims = 0, []
-            for rec in recs:
-                g = dag(rec["graph"])
-                h = wl(g)
-                iso += any(nx.is_isomorphic(g, a, node_match=lambda x, y: x["kind"] == y["kind"])
-                           for a, _ in cands)
-                sims.append(max((len(h & ha) / len(h | ha) for _, ha in cands), default=0.0))
-            rows.append([label, op, len(recs), f"{iso}/{len(recs)}", f"{sum(sims) / len(sims):.2f}"])
+            if recs:
+                iso, sim = replication_stats(recs, a_by_op.get(op, []))
+                rows.append([label, op, len(recs), f"{iso}/{len(recs)}", f"{sim:.2f}"])
     return rows
 
 
@@ -645,7 +658,8 @@ def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     edge_h = {k: v["edge"] for k, v in hacked.items() if k != "base"}
     less_hacking = all(edge_h[k] <= edge_h["outcome"] for k in edge_h if k != "outcome")
     better = sum(d for d, _, _ in deltas.values()) / max(1, len(deltas))
-    ok = None if any(v != v for v in edge_h.values()) else (less_hacking and better >= 0)
+    # inconclusive when a share is undefined (no right answers) or the outcome reward hacks nothing to lower
+    ok = None if any(v != v for v in edge_h.values()) or not edge_h["outcome"] else (less_hacking and better >= 0)
     lines.append(verdict_line(ok, f"process-aware rewards {'lower' if less_hacking else 'do not lower'} the hacked "
                                   f"share on the edge band ({', '.join(f'{k} {pct(v)}' for k, v in edge_h.items())}) "
                                   f"and change OOD-hard pass@{n} by {pct(better)} points on average."))

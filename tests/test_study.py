@@ -95,6 +95,32 @@ def test_dry_run_commands_rebuild_each_job(tmp_path):
         assert {k: parsed[k] for k in want} == want, job.name
 
 
+def test_every_study_runs_at_micro_scale(tmp_path):
+    """All seven studies end to end at micro scale (about a minute): each writes a report with a verdict."""
+    cfg = study.Config(study="all", scale="micro", runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "rep"))
+    out = study.main(cfg)
+    assert set(out) == set(study.STUDIES)
+    for name, res in out.items():
+        text = Path(res["report"]).read_text()
+        assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**")), name
+    assert "Replication or creation" in Path(out["context"]["report"]).read_text()
+
+
+def test_replication_stats():
+    """A solved graph seen in training is a replication (similarity 1); longer graphs are new structures."""
+    import datagen
+    seen = list(datagen.generate("ops=3 contexts=zoo", 60, seed=0))
+    assert study.replication_stats(seen[:10], seen) == (10, 1.0)
+    longer = list(datagen.generate("ops=8 contexts=teachers", 10, seed=1))
+    iso, sim = study.replication_stats(longer, seen)
+    assert iso == 0 and 0 < sim < 1
+    # names do not count: the same structure with every quantity renamed is still a replication
+    g = seen[0]["graph"]
+    renamed = {"nodes": [{**nd, "name": "B " + nd["name"], "parents": ["B " + p for p in nd["parents"]]}
+                         for nd in g["nodes"]]}
+    assert study.replication_stats([{"graph": renamed}], seen[:1]) == (1, 1.0)
+
+
 def test_midtrain_budget_is_equal_compute(tmp_path):
     """Each beta spends (1 - beta) T on mid-training and beta T on RL (SPEC §7 token-equivalents)."""
     ctx = study.Context("small", str(tmp_path), str(tmp_path), 1)
