@@ -403,7 +403,7 @@ def run_info(device: torch.device) -> dict:
         here = Path(__file__).parent
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
                              timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py", "*.json"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py", "contexts.json"],
                                capture_output=True, text=True, cwd=here, timeout=5).stdout.strip()  # code, data
         rev += "+uncommitted changes" if rev and dirty else ""
     except (OSError, subprocess.TimeoutExpired):
