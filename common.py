@@ -269,6 +269,22 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
                 atomic_write(b, lambda out: shutil.copyfileobj(f, out))
 
 
+def save_step_checkpoint(out_dir: Path, step: int, state: dict, meta: dict, keep_last: int, final: bool) -> None:
+    """Write step_<step>.pt (+ its .json), keep only the last `keep_last` step checkpoints, and at the end of the
+    run copy the checkpoint to final.pt."""
+    path = out_dir / f"step_{step:06d}.pt"
+    save_checkpoint(path, state, meta)
+    prune_checkpoints(out_dir, keep_last)
+    if final:
+        copy_checkpoint(path, out_dir / "final.pt")
+
+
+def ensure_final(out_dir: Path, resume_state: dict | None, start_step: int, max_steps: int) -> None:
+    """A run resumed after its last step had been saved lacks only final.pt: copy the checkpoint it resumed from."""
+    if resume_state is not None and start_step >= max_steps and not (out_dir / "final.pt").exists():
+        copy_checkpoint(resume_state["_path"], out_dir / "final.pt")
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint with weights_only=True (no code runs from the file); clear errors if missing or corrupt."""
     path = Path(path)

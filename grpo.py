@@ -40,9 +40,9 @@ import datagen
 import evaluate
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, autocast_for, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration, latest_checkpoint,
-                    load_checkpoint, plot_lines, print_config, prune_checkpoints, resume_changes, rng_state, run_info,
-                    run_main, save_checkpoint, save_json, seed_everything, set_rng_state, setup_dist, step_line,
+from common import (Logger, UserError, autocast_for, cleanup_dist, ensure_final, fmt_count, fmt_duration,
+                    latest_checkpoint, load_checkpoint, plot_lines, print_config, resume_changes, rng_state, run_info,
+                    run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist, step_line,
                     wrap_for_training)
 
 
@@ -162,7 +162,8 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, *, clip_eps: float, kl_coef: 
     loss = (weight * per_token).sum()
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
-        stats = {"kl": float((kl * mask).sum() / n), "clip_frac": float((((ratio - 1).abs() > clip_eps) * mask).sum() / n),
+        clipped = ((ratio - 1).abs() > clip_eps) * mask
+        stats = {"kl": float((kl * mask).sum() / n), "clip_frac": float(clipped.sum() / n),
                  "ratio": float((ratio * mask).sum() / n), "tokens": float(mask.sum())}
     return loss, stats
 
@@ -600,13 +601,10 @@ def train(cfg: Config, dist) -> dict:
                      "flops": 6 * n_params * compute["rl_tokens_actual"]}
             meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
             meta.update(last_step={k: v for k, v in m.items()}, last_eval=evals[-1][1] if evals else None)
-            save_checkpoint(out_dir / f"step_{step + 1:06d}.pt", state, meta)
-            prune_checkpoints(out_dir, cfg.keep_last)
-            if final:
-                save_checkpoint(out_dir / "final.pt", state, meta)
+            save_step_checkpoint(out_dir, step + 1, state, meta, cfg.keep_last, final)
 
-    if master and start_step >= cfg.max_steps and not (out_dir / "final.pt").exists():
-        copy_checkpoint(resume_state["_path"], out_dir / "final.pt")  # resumed at the end: only final.pt was missing
+    if master:
+        ensure_final(out_dir, resume_state, start_step, cfg.max_steps)
     if master:
         plot_dynamics(out_dir)
         log.print(f"done: {cfg.max_steps} steps in {fmt_duration(time.time() - t0)} | final reward "
@@ -617,7 +615,8 @@ def train(cfg: Config, dist) -> dict:
 
 def plot_dynamics(out_dir: Path) -> None:
     """dynamics.png: train reward / accuracy / verified per step, and held-out evaluations."""
-    rows = [json.loads(line) for line in open(out_dir / "metrics.jsonl")] if (out_dir / "metrics.jsonl").exists() else []
+    path = out_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in open(path)] if path.exists() else []
     evals = [json.loads(line) for line in open(out_dir / "evals.jsonl")] if (out_dir / "evals.jsonl").exists() else []
     series = {f"train {k}": [(r["step"], r[k]) for r in rows if k in r] for k in ("reward", "answer_acc", "verified")}
     for k in ("greedy_acc", "greedy_verified"):

@@ -33,9 +33,9 @@ import torch
 import datagen
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, atomic_write, autocast_for, cleanup_dist, copy_checkpoint, fmt_count, fmt_duration,
-                    latest_checkpoint, load_checkpoint, peak_flops, plot_lines, print_config, prune_checkpoints,
-                    resume_changes, rng_state, run_info, run_main, save_checkpoint, save_json, seed_everything,
+from common import (Logger, UserError, atomic_write, autocast_for, cleanup_dist, ensure_final, fmt_count,
+                    fmt_duration, latest_checkpoint, load_checkpoint, peak_flops, plot_lines, print_config,
+                    resume_changes, rng_state, run_info, run_main, save_json, save_step_checkpoint, seed_everything,
                     set_rng_state, setup_dist, step_line, wrap_for_training)
 
 
@@ -332,8 +332,9 @@ def train(cfg: Config, dist) -> dict:
     rows_per_step, rem = divmod(cfg.batch_tokens, cfg.seq_len)
     accum, rem2 = divmod(rows_per_step, cfg.micro_rows * dist.world)
     if rem or rem2 or accum == 0:
+        per_pass = cfg.seq_len * cfg.micro_rows * dist.world
         raise UserError(f"--batch_tokens={cfg.batch_tokens} must be a multiple of seq_len * micro_rows * processes "
-                        f"= {cfg.seq_len} * {cfg.micro_rows} * {dist.world} = {cfg.seq_len * cfg.micro_rows * dist.world}")
+                        f"= {cfg.seq_len} * {cfg.micro_rows} * {dist.world} = {per_pass}")
 
     # --- where we start: fresh, from an init checkpoint (mid-training), or resuming this run
     resume_state = None
@@ -456,13 +457,10 @@ def train(cfg: Config, dist) -> dict:
                      "stage": stage}
             meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
             meta.update(val_loss=val_hist[-1][1] if val_hist else None, train_loss=train_loss)
-            save_checkpoint(out_dir / f"step_{step + 1:06d}.pt", state, meta)
-            prune_checkpoints(out_dir, cfg.keep_last)
-            if last:
-                save_checkpoint(out_dir / "final.pt", state, meta)
+            save_step_checkpoint(out_dir, step + 1, state, meta, cfg.keep_last, last)
 
-    if master and start_step >= cfg.max_steps and not (out_dir / "final.pt").exists():
-        copy_checkpoint(resume_state["_path"], out_dir / "final.pt")  # resumed at the end: only final.pt was missing
+    if master:
+        ensure_final(out_dir, resume_state, start_step, cfg.max_steps)
     result = {"step": cfg.max_steps, "train_loss": history[-1][1] if history else None,
               "val_loss": val_hist[-1][1] if val_hist else None, "tokens": tokens_seen,
               "flops": 6 * n_params * tokens_seen, "seconds": time.time() - t0, "losses": [v for _, v in history],
