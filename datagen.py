@@ -41,6 +41,7 @@ Examples:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -465,7 +466,7 @@ def render_problem(pb: Problem, rng: random.Random) -> dict:
             if kop[i] is not None:
                 rhs = f"{k[i]} {kop[i]} {rhs}"
         sentences.append(f"The number of {names[i]} equals {rhs}.")
-        pn = [names[q] for q in ps]
+        pn = [names[q] for q in ps] if ps else ()
         canon.append(f"{names[i]}={c}:{kop[i]}:{k[i]}:{'|'.join(sorted(pn) if c == 'sum' else pn)}")
     if reverse:
         sentences.append(f"It is known that {refs[0]} is {values[0]}.")
@@ -479,15 +480,18 @@ def render_problem(pb: Problem, rng: random.Random) -> dict:
     # --- solution text, in depth-first post-order from the query (each quantity once, parents first)
     order: list[int] = []
     seen = [False] * n_sol
-
-    def visit(i):
-        seen[i] = True
-        for p in parents[i]:
+    seen[0] = True
+    stack = [(0, iter(parents[0]))]  # iterative DFS: no recursion, no closure cycle for the GC to collect
+    while stack:
+        i, todo = stack[-1]
+        for p in todo:
             if not seen[p]:
-                visit(p)
-        order.append(i)
-
-    visit(0)
+                seen[p] = True
+                stack.append((p, iter(parents[p])))
+                break
+        else:
+            stack.pop()
+            order.append(i)
     n_letters = sum(1 + max(0, len(parents[i]) - 2) + (kop[i] is not None) for i in range(n_sol))
     letters = iter(_sample(rand, LETTERS, n_letters))
     var: list = [None] * n_sol
@@ -765,10 +769,16 @@ def _chunk(args) -> list[tuple[str, int, str, str, str]]:
     """Worker: the records of indices [start, start + CHUNK) that fall in `split`, as JSON lines."""
     parts, seed, start, split, contexts = args
     out = []
-    for index in range(start, start + CHUNK):
-        rec = sample_at(parts, seed, index, contexts)
-        if split == "all" or split_of(rec["id"]) == split:
-            out.append((rec["id"], rec["op"], rec["context"], rec["mode"], _JSON.encode(rec)))
+    gc_was_on = gc.isenabled()
+    gc.disable()  # ~5% faster: each record allocates many small containers, and none of them form cycles
+    try:
+        for index in range(start, start + CHUNK):
+            rec = sample_at(parts, seed, index, contexts)
+            if split == "all" or split_of(rec["id"]) == split:
+                out.append((rec["id"], rec["op"], rec["context"], rec["mode"], _JSON.encode(rec)))
+    finally:
+        if gc_was_on:
+            gc.enable()
     return out
 
 
