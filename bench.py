@@ -1,0 +1,423 @@
+"""
+The project's benchmarks, one per subcommand (the first word picks it; the rest are its flags):
+
+  python bench.py model                      # train-step and sampling throughput, ours vs transformers' Qwen2
+  python bench.py model --preset paper --device cuda --dtype bf16 --compile
+  python bench.py data                       # datagen problems/s per core (op 5/10/20, both modes), workers
+  python bench.py tokenizer                  # BPE training time, encode tokens/s on one core and all cores
+  python bench.py verify                     # process-verifier completions/s per core
+  python bench.py model --help               # the flags of one benchmark
+
+Each prints what it measured and ends with Markdown table row(s) to paste into the README.
+To add a benchmark: write a config dataclass (one `# comment` per field: its --help) and a function taking it,
+and register both in BENCHMARKS at the bottom.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from common import UserError, parse_config, peak_flops, print_config, setup_dist
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast on the benchmark's device, or a no-op context for fp32 (same for both implementations)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def load_warning() -> None:
+    """Say so when other processes keep the CPU busy: then every timing here is noisy (the ratios less so)."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.25 * cores:
+        print(f"note: CPU load average {load:.2f} on {cores} cores before starting; other processes compete for the "
+              f"CPU, so absolute timings are noisy (calls are interleaved, so the ratios are fairer)")
+
+
+def fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model: our Transformer vs transformers' Qwen2ForCausalLM, same config, weights, batch, device and dtype
+
+@dataclass
+class ModelBench:
+    preset: str = "tiny"  # model preset (micro, tiny, small, paper)
+    device: str = "auto"  # cpu, cuda, or auto (cuda if available)
+    dtype: str = "fp32"  # fp32, or bf16 (autocast, for both implementations)
+    compile: bool = False  # torch.compile the training step of both implementations
+    batch_size: int = 8  # training: sequences per step
+    seq_len: int = 256  # training: tokens per sequence
+    warmup: int = 1  # untimed training steps and generate calls first (each contender)
+    steps: int = 10  # timed training steps (each contender; the median is reported)
+    prompts: int = 16  # sampling: distinct prompts
+    n: int = 8  # sampling: samples per prompt (16 x 8: one GRPO step's rollouts)
+    prompt_len: int = 32  # sampling: tokens per prompt
+    max_new_tokens: int = 128  # sampling: generated tokens per row (EOS disabled: every row generates all)
+    reps: int = 3  # sampling: timed generate calls (each contender; the median is reported)
+    hf: bool = True  # also time transformers (needs it installed); false: ours only
+    seed: int = 0  # weights, data and sampling seed
+
+
+def interleaved(fns: dict, warmup: int, reps: int, device) -> dict[str, float]:
+    """Median seconds per call of each function, the calls alternating between them so that a change in machine
+    load (a shared CPU) hits every contender alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def train_step_fn(model_fn, params, batch, cfg: ModelBench, device):
+    """One training step (forward, backward, AdamW) of `model_fn(x) -> logits`, as a closure over its optimizer."""
+    x, y = batch
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+    def step():
+        with autocast(device, cfg.dtype):
+            logits = model_fn(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_model(cfg: ModelBench) -> None:
+    """Training and sampling throughput of model.py vs transformers' Qwen2ForCausalLM (same weights and batch)."""
+    import model as M
+
+    if cfg.dtype not in ("fp32", "bf16"):
+        raise UserError(f"--dtype must be fp32 or bf16, got {cfg.dtype!r}")
+    device = setup_dist(cfg.device).device
+    torch.manual_seed(cfg.seed)
+    mcfg = M.config_from_preset(cfg.preset, max_seq_len=max(cfg.seq_len, cfg.prompt_len + cfg.max_new_tokens))
+    print_config(cfg, "bench model")
+    print(f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n{mcfg}")
+    load_warning()
+    ours = M.Transformer(mcfg).to(device)
+    hf = None
+    if cfg.hf:
+        try:
+            import transformers
+        except ImportError:
+            raise UserError("transformers is not installed; install it or pass --hf=false") from None
+        with tempfile.TemporaryDirectory() as tmp:  # the HF model gets exactly our weights, through export_hf
+            M.export_hf(ours, tmp)
+            hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32,
+                                                                   attn_implementation="sdpa").to(device)
+        print(f"transformers {transformers.__version__}: Qwen2ForCausalLM, sdpa attention, same weights")
+
+    # -- sampling --
+    ours.eval()  # sampling first, while both models still hold the same weights
+    prompts = torch.randint(4, mcfg.vocab_size, (cfg.prompts, cfg.prompt_len), generator=torch.Generator()
+                            .manual_seed(cfg.seed)).tolist()
+    gen_tokens = cfg.prompts * cfg.n * cfg.max_new_tokens
+
+    def ours_generate():
+        with autocast(device, cfg.dtype):
+            out = M.generate(ours, prompts, n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
+                             eos_id=None, seed=cfg.seed)
+        assert int(out.lengths.sum()) == gen_tokens
+
+    samplers = {"ours": ours_generate}
+    if hf is not None:
+        hf.eval()
+        # the same sampling as ours: plain temperature-1 sampling with the KV cache, EOS disabled
+        gc = copy.deepcopy(hf.generation_config)
+        gc.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, use_cache=True, eos_token_id=None,
+                  max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.n, pad_token_id=M.PAD_ID)
+        ids = torch.tensor(prompts, device=device)
+
+        @torch.inference_mode()
+        def hf_generate():
+            with autocast(device, cfg.dtype):
+                out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc)
+            assert out.shape == (cfg.prompts * cfg.n, cfg.prompt_len + cfg.max_new_tokens), out.shape
+
+        samplers["hf"] = hf_generate
+    seconds = interleaved(samplers, cfg.warmup, cfg.reps, device)
+    sample = {k: gen_tokens / s for k, s in seconds.items()}
+    for k, v in sample.items():
+        print(f"sample {k:<4}: {fmt_rate(v)} generated tok/s")
+
+    # -- training step --
+    ours.train()
+    data = torch.randint(0, mcfg.vocab_size, (cfg.batch_size, cfg.seq_len + 1), device=device)
+    batch = (data[:, :-1], data[:, 1:])
+    ours_fn = torch.compile(ours) if cfg.compile else ours
+    steps = {"ours": train_step_fn(lambda x: ours_fn(x)[0], list(ours.parameters()), batch, cfg, device)}
+    if hf is not None:
+        hf.train()
+        hf_fn = torch.compile(hf) if cfg.compile else hf
+        steps["hf"] = train_step_fn(lambda x: hf_fn(input_ids=x).logits, list(hf.parameters()), batch, cfg, device)
+    seconds = interleaved(steps, cfg.warmup, cfg.steps, device)
+    train = {k: cfg.batch_size * cfg.seq_len / s for k, s in seconds.items()}
+    peak = peak_flops(device)
+    flops = ours.flops_per_token(cfg.seq_len)
+    mfu = {k: v * flops / peak for k, v in train.items()} if peak else {}
+    for k, v in train.items():
+        print(f"train  {k:<4}: {fmt_rate(v)} tok/s" + (f", MFU {100 * mfu[k]:.1f}%" if mfu else ""))
+
+    # -- summary --
+    def ratio(d):
+        return f"{d['ours'] / d['hf']:.2f}x" if "hf" in d else "-"
+
+    setup = f"{cfg.preset} | {device.type} | {cfg.dtype}{' +compile' if cfg.compile else ''}"
+    print(f"\ntrain ratio {ratio(train)}, sampling ratio {ratio(sample)} (ours / transformers)\n")
+    print("| benchmark | preset | device | dtype | work | ours tok/s | transformers tok/s | ours / transformers "
+          "| MFU ours |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    mfu_ours = f"{100 * mfu['ours']:.1f}%" if mfu else "-"
+    print(f"| train step | {setup} | {cfg.batch_size}x{cfg.seq_len} tokens | {fmt_rate(train['ours'])} | "
+          f"{fmt_rate(train.get('hf'))} | {ratio(train)} | {mfu_ours} |")
+    print(f"| sampling | {setup} | {cfg.prompts} prompts x {cfg.n} x {cfg.max_new_tokens} new | "
+          f"{fmt_rate(sample['ours'])} | {fmt_rate(sample.get('hf'))} | {ratio(sample)} | - |")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data: problems/s of datagen on one core, by op and mode, and the speed-up of worker processes
+
+# One core of this machine class, the reference GSM-Infinite generator (problems/s); the target is 20x.
+REFERENCE_RATES = {("forward", 5): 700, ("forward", 10): 140, ("forward", 20): 90,
+                   ("reverse", 5): 52, ("reverse", 10): 10, ("reverse", 20): 7}
+
+
+@dataclass
+class DataBench:
+    seconds: float = 3.0  # timed seconds per (op, mode) cell
+    ops: str = "5,10,20"  # ops to time, comma-separated
+    scale_n: int = 40_000  # problems for the worker-scaling check (pretrain_uniform recipe, split train)
+    workers: int = 0  # worker processes for the scaling check (0 = every core)
+
+
+def bench_data(cfg: DataBench) -> None:
+    """Problems/s of datagen.py on one core (the record and its JSON line), and with worker processes."""
+    import datagen
+
+    print_config(cfg, "bench data")
+    load_warning()
+    contexts = datagen.load_contexts()
+    rows = []
+    for mode in ("forward", "reverse"):
+        for op in (int(o) for o in cfg.ops.split(",")):
+            parts = datagen.parse_recipe(f"ops={op} modes={mode}")
+            n, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < cfg.seconds:
+                datagen._chunk((parts, 0, n, "all", contexts))  # what a worker does: generate + JSON-encode
+                n += datagen.CHUNK
+            rate = n / (time.process_time() - c0)  # CPU time: one core, whatever else runs
+            ref = REFERENCE_RATES.get((mode, op))
+            rows.append((mode, op, rate, ref))
+            print(f"{mode:<8} op {op:>2}: {rate:10,.0f} problems/s per core"
+                  + (f"  ({rate / ref:5.1f}x the reference {ref}/s)" if ref else ""))
+    workers = cfg.workers or os.cpu_count() or 1
+    parts = datagen.parse_recipe("pretrain_uniform")
+    times = {}
+    for w in sorted({1, workers}):
+        t0 = time.perf_counter()
+        for _ in datagen.generate_lines(parts, cfg.scale_n, seed=0, split="train", workers=w):
+            pass
+        times[w] = time.perf_counter() - t0
+        print(f"generate_lines, {w} worker(s): {cfg.scale_n / times[w]:,.0f} problems/s ({cfg.scale_n:,} problems of "
+              f"pretrain_uniform, split train, deduplicated)")
+    print("\n| benchmark | mode | op | problems/s (one core) | reference | ratio |")
+    print("|---|---|---|---|---|---|")
+    for mode, op, rate, ref in rows:
+        print(f"| datagen | {mode} | {op} | {fmt_rate(rate)} | {ref or '-'} | {f'{rate / ref:.0f}x' if ref else '-'} |")
+    if workers > 1:
+        print(f"| datagen scaling | pretrain_uniform | 2-10 | {fmt_rate(cfg.scale_n / times[1])} (1 worker) -> "
+              f"{fmt_rate(cfg.scale_n / times[workers])} ({workers} workers) | | {times[1] / times[workers]:.2f}x |")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tokenizer: BPE training time, encode tokens/s on one core and on all cores, the datagen -> shards pipeline
+
+@dataclass
+class TokenizerBench:
+    n: int = 10_000  # problems to train on and to encode
+    vocab_size: int = 2200  # requested vocabulary
+
+
+def _encode_rate(tok_path: str, texts_path: str) -> dict:
+    """In a fresh process (thread settings are read once): best-of-2 encode_batch tokens/s and CPU/wall."""
+    import json
+    import tokenizer as T
+    tok = T.load_tokenizer(tok_path)
+    with open(texts_path) as f:
+        texts = json.load(f)
+    T.encode(tok, texts[:512])  # warm-up: starts the thread pool, if any
+    best, ratio, n_tok = float("inf"), 0.0, 0
+    for _ in range(2):
+        c0, t0 = os.times(), time.perf_counter()
+        n_tok = sum(len(ids) for i in range(0, len(texts), 1024) for ids in T.encode(tok, texts[i:i + 1024]))
+        wall, c1 = time.perf_counter() - t0, os.times()
+        if wall < best:
+            best, ratio = wall, (c1.user + c1.system - c0.user - c0.system) / wall
+    return {"tokens_per_s": n_tok / best, "cpu_per_wall": ratio}
+
+
+def bench_tokenizer(cfg: TokenizerBench) -> None:
+    """Tokenizer training time and encode throughput (Rust encode_batch) on one core and on all cores."""
+    import json
+    import subprocess
+
+    import datagen
+    import tokenizer as T
+
+    print_config(cfg, "bench tokenizer")
+    load_warning()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        tok = T.train_tokenizer([T.render(r) for r in datagen.generate("pretrain_uniform", cfg.n, seed=0)],
+                                cfg.vocab_size)
+        t_train = time.perf_counter() - t0
+        tok_path, texts_path = f"{tmp}/tokenizer.json", f"{tmp}/texts.json"
+        T.save_tokenizer(tok, tok_path)
+        print(f"trained {tok.get_vocab_size()} of {cfg.vocab_size} tokens on {cfg.n:,} problems in {t_train:.1f}s "
+              f"(generating them included)")
+        texts = [T.render(r) for r in datagen.generate("ops=2-20 modes=forward,reverse", cfg.n, seed=1)]
+        with open(texts_path, "w") as f:
+            json.dump(texts, f)
+        # RAYON_NUM_THREADS sizes the Rust thread pool when it first starts, so each setting gets a fresh process
+        for label, env in (("1 core (RAYON_NUM_THREADS=1)", {"RAYON_NUM_THREADS": "1"}),
+                           (f"all cores ({os.cpu_count()})", {})):
+            code = (f"import json, bench; print(json.dumps(bench._encode_rate({tok_path!r}, {texts_path!r})))")
+            child = {k: v for k, v in os.environ.items() if k not in ("RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                 env={**child, **env}, cwd=os.path.dirname(os.path.abspath(__file__)))
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append((label, r["tokens_per_s"], r["cpu_per_wall"]))
+            print(f"encode_batch, {label}: {r['tokens_per_s'] / 1e6:.2f}M tok/s (CPU/wall {r['cpu_per_wall']:.2f})")
+        records = datagen.generate(datagen.parse_recipe("pretrain_uniform"), cfg.n, seed=2, split="train")
+        t0 = time.perf_counter()
+        index = T.write_shards(tok, records, f"{tmp}/shards", max_seq_len=2048)
+        dt = time.perf_counter() - t0
+        print(f"pipeline datagen -> render -> encode -> pack -> shards (T=2048): {cfg.n / dt:,.0f} problems/s, "
+              f"{index['tokens'] / dt / 1e6:.2f}M tok/s, packing {100 * index['packing_efficiency']:.1f}%")
+    print("\n| benchmark | setting | tokens/s | CPU/wall |")
+    print("|---|---|---|---|")
+    for label, rate, ratio in rows:
+        print(f"| tokenizer encode | {label} | {rate / 1e6:.2f}M | {ratio:.2f} |")
+    print(f"| datagen -> shards | 1 worker, T=2048 | {index['tokens'] / dt / 1e6:.2f}M | |")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# verify: process-verifier throughput on gold completions, one core
+
+@dataclass
+class VerifyBench:
+    ops: str = "2-20"  # op range of the problems
+    n: int = 3000  # distinct problems (both modes, the three paper contexts)
+    seconds: float = 4.0  # timed CPU seconds per band (half with emptied caches, half warm)
+    seed: int = 0  # problem stream seed
+
+
+def bench_verify(cfg: VerifyBench) -> None:
+    """Completions verified per second (evaluate.verify) on gold completions, by op band, one core."""
+    import gc
+
+    import datagen
+    import evaluate as E
+
+    if cfg.n < 1 or cfg.seconds <= 0:
+        raise UserError("--n must be >= 1 and --seconds > 0")
+    print_config(cfg, "bench verify")
+    load_warning()
+    recs = list(datagen.generate(f"ops={cfg.ops} modes=forward:0.5,reverse:0.5", cfg.n, seed=cfg.seed))
+    bands: dict = {}
+    for r in recs:
+        bands.setdefault(E.band_of(r["op"]) or "other", []).append((r, E.gold_completion(r)))
+    bands = {b: bands[b] for b in (*E.PAPER_BANDS, "other") if b in bands}
+    bands["all"] = [x for items in bands.values() for x in items]
+    gc.collect()
+    gc.freeze()  # long-lived records: keep the cyclic GC from rescanning them while timing
+
+    def rate(items, cold: bool, seconds: float) -> float:
+        """Median completions/s over repeated passes in CPU time (robust to other processes' bursts)."""
+        out, start = [], time.process_time()
+        while time.process_time() - start < seconds or len(out) < 3:
+            if cold:
+                E.clear_caches()
+            t0 = time.process_time()
+            for r, c in items:
+                E.verify(r, c)
+            out.append(len(items) / max(time.process_time() - t0, 1e-9))
+        return statistics.median(out)
+
+    rows = []
+    for band, items in bands.items():
+        assert all(E.verify(r, c)["verified"] for r, c in items)
+        # cold: caches emptied before each pass (gold graphs rebuilt); warm: as when scoring n samples per problem
+        cold, warm = rate(items, True, cfg.seconds / 2), rate(items, False, cfg.seconds / 2)
+        ops = sorted({r["op"] for r, _ in items})
+        chars = sum(len(c) for _, c in items) / len(items)
+        rows.append((band, f"{ops[0]}-{ops[-1]}", len(items), chars, cold, warm))
+        print(f"{band:<6} op {ops[0]:>2}-{ops[-1]:<2} {len(items):>5} problems, {chars:5.0f} chars/completion: "
+              f"{cold:8,.0f}/s cold, {warm:8,.0f}/s warm")
+    print("\n| benchmark | band | ops | problems | chars/completion | completions/s cold | completions/s warm |")
+    print("|---|---|---|---|---|---|---|")
+    for band, ops, n, chars, cold, warm in rows:
+        print(f"| verify (gold) | {band} | {ops} | {n} | {chars:.0f} | {fmt_rate(cold)} | {fmt_rate(warm)} |")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Subcommands
+
+BENCHMARKS = {
+    "model": (ModelBench, bench_model),
+    "data": (DataBench, bench_data),
+    "tokenizer": (TokenizerBench, bench_tokenizer),
+    "verify": (VerifyBench, bench_verify),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        lines = [__doc__.strip(), "", "benchmarks:"]
+        lines += [f"  {name:<12} {fn.__doc__.splitlines()[0]}" for name, (_, fn) in BENCHMARKS.items()]
+        print("\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown benchmark {argv[0]!r}", file=sys.stderr)
+            sys.exit(2)
+        return
+    config_cls, fn = BENCHMARKS[argv[0]]
+    try:
+        fn(parse_config(config_cls, argv[1:], doc=fn.__doc__))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
