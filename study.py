@@ -21,6 +21,7 @@ settings is an error, not a silent reuse. The report goes to reports/<study>-<sc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -165,6 +166,10 @@ class Context:
                 "bands": ",".join(f"{k}={ops(v)}" for k, v in bands.items()), "keep_text": 1, "show_mistakes": 2}
         return Job(f"eval-{model_job}{suffix}", "eval", conf)
 
+    def all_bands_evalset(self) -> Path:
+        """The held-out set of every study but `context`: every op from the bottom of ID to the top of hard."""
+        return self.evalset("all-bands", (self.sc.bands["ID"][0], self.sc.bands["hard"][1]))
+
     def evalset(self, name: str, op_range: tuple, contexts: str = "", modes: str = "forward") -> Path:
         """A fixed held-out set (split test): exactly eval_per_op problems for every op of the range."""
         contexts = contexts or self.sc.contexts
@@ -183,16 +188,15 @@ class Context:
 # ----------------------------------------------------------------------------------------------------------------
 # Studies: which jobs each finding needs
 
-def plan_edge(ctx: Context, plan: Plan, n: int | None = None, suffix: str = "") -> None:
+def plan_edge(ctx: Context, plan: Plan) -> None:
     """F1: base vs RL on four pools (top of ID, mixed, edge, far beyond), evaluated on every band."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
-    n = n or sc.eval_n
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, n, sc.bands, suffix))
+    evalset = ctx.all_bands_evalset()
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
     for pool, rng in sc.pools.items():
         job = plan.add(ctx.grpo(f"rl-{pool}", base, rng, note=f"RL on op {ops(rng)} ({pool} pool)"))
-        plan.evals[f"RL {pool} ({ops(rng)})"] = plan.add(ctx.eval(job, evalset, n, sc.bands, suffix))
+        plan.evals[f"RL {pool} ({ops(rng)})"] = plan.add(ctx.eval(job, evalset, sc.eval_n, sc.bands))
 
 
 def plan_crossover(ctx: Context, plan: Plan) -> None:
@@ -200,7 +204,7 @@ def plan_crossover(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     rl = plan.add(ctx.grpo("rl-edge", base, sc.pools["edge"], note=f"RL on op {ops(sc.pools['edge'])} (edge pool)"))
-    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    evalset = ctx.all_bands_evalset()
     suffix = f"-n{sc.crossover_n}"
     plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, sc.bands, suffix))
     plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, sc.bands, suffix))
@@ -236,7 +240,7 @@ def plan_midtrain(ctx: Context, plan: Plan) -> None:
     """F3: one compute budget T split as mid-training (1 - beta) T + RL beta T, beta in MID_BETAS."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    evalset = ctx.all_bands_evalset()
     probe = ctx.grpo("probe", base, sc.pools["edge"]).config
     step_cost = rl_step_tokens(probe, prompt_len=mean_prompt_tokens(sc.pools["edge"]))
     budget = sc.budget_rl_steps * step_cost  # T, in token-equivalents
@@ -271,7 +275,7 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
     """F4: RL on the edge pool with outcome, process (alpha 0.2 / 0.5) and strict rewards."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
     for label, kw in PROCESS_VARIANTS.items():
         name = "rl-edge" if label == "outcome" else "rl-edge-" + label.replace(" ", "").replace("=", "").replace(".", "")
@@ -286,7 +290,7 @@ def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     lo, hi = sc.bands["ID"]
     cut = hi - max(1, (hi - lo + 1) // 3) + 1  # the upper range, e.g. op 8-10 of 2-10
-    evalset = ctx.evalset("all-bands", (lo, sc.bands["hard"][1]))
+    evalset = ctx.all_bands_evalset()
     for h in HARD_SHARES:
         recipe = ctx.recipe(f"{cut}-{hi}" if h == 100 else f"{lo}-{cut - 1}" if h == 0 else
                             f"{lo}-{cut - 1}:{1 - h / 100:g},{cut}-{hi}:{h / 100:g}")
@@ -299,7 +303,7 @@ def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
 def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.evalset("all-bands", (sc.bands["ID"][0], sc.bands["hard"][1]))
+    evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
     variants = {"all prompts": dict()}
     variants.update({f"{k} prompts": dict(pool_size=k) for k in sc.weak_pool_sizes})
@@ -333,6 +337,8 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
     done = out / ("results.json" if job.kind == "eval" else "final.pt")
     if done.exists():
         print(f"[{job.name}] done already, reusing {done}")
+        if not spec_path.exists():  # run outside the study (e.g. its --dry_run command under torchrun)
+            save_json(spec_path, {"kind": job.kind, "note": job.note, "config": conf})
         return 0.0
     out.mkdir(parents=True, exist_ok=True)
     save_json(spec_path, {"kind": job.kind, "note": job.note, "config": conf})
@@ -365,22 +371,30 @@ def job_command(job: Job, out: Path) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading results back
 
+def load_eval(ctx: Context, job_name: str) -> tuple[dict, list[dict]]:
+    """(the evaluation report of that job's one checkpoint, its per-sample verdicts). A report reads each job many
+    times, so the files are parsed once per version (a re-run evaluation has a new results.json)."""
+    out = ctx.run_dir(job_name)
+    return _read_eval(out, (out / "results.json").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=128)
+def _read_eval(out: Path, _version: int) -> tuple[dict, list[dict]]:
+    (label, rep), = json.loads((out / "results.json").read_text())["reports"].items()
+    with open(out / f"samples_{label}.jsonl", encoding="utf-8") as f:
+        return rep, [json.loads(line) for line in f]
+
+
 def eval_results(ctx: Context, job_name: str) -> tuple[dict, dict]:
     """(the evaluation report of that job's one checkpoint, per-problem counts {id: {op, n, c_answer, c_verified}})."""
-    out = ctx.run_dir(job_name)
-    res = json.loads((out / "results.json").read_text())
-    (label, rep), = res["reports"].items()
-    rows = [json.loads(line) for line in open(out / f"samples_{label}.jsonl", encoding="utf-8")]
+    rep, rows = load_eval(ctx, job_name)
     return rep, evaluate.per_problem(rows)
 
 
 def sample_profile(ctx: Context, job_name: str, lo: int, hi: int) -> dict:
     """What the samples on op lo..hi look like: shares answer-right / verified / hacked, and how many steps the
     model wrote against how many the gold graph has (a model that never saw longer problems stops early)."""
-    out = ctx.run_dir(job_name)
-    (label,) = json.loads((out / "results.json").read_text())["reports"]
-    rows = [r for r in (json.loads(line) for line in open(out / f"samples_{label}.jsonl", encoding="utf-8"))
-            if lo <= r["op"] <= hi]
+    rows = [r for r in load_eval(ctx, job_name)[1] if lo <= r["op"] <= hi]
     share = (lambda f: sum(map(f, rows)) / len(rows)) if rows else (lambda f: float("nan"))
     return {"samples": len(rows), "answer": share(lambda r: r["answer_correct"]),
             "verified": share(lambda r: r["verified"]), "hacked": share(lambda r: r["hacked"]),
@@ -479,7 +493,8 @@ def verdict_line(ok: bool | None, text: str) -> str:
 
 def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
-    n = min(eval_results(ctx, j)[0]["samples"] // eval_results(ctx, j)[0]["problems"] for j in plan.evals.values())
+    reps = [load_eval(ctx, j)[0] for j in plan.evals.values()]
+    n = min(rep["samples"] // rep["problems"] for rep in reps)
     ks = evaluate.default_ks(n)
     table, numbers = pass_table(ctx, plan, sc.bands, ks)
     lo, hi = sc.bands["edge"]
@@ -595,18 +610,19 @@ def topology_analysis(ctx: Context, plan: Plan, per_op: int = 30, a_graphs: int 
     rows = []
     for label, job in plan.evals.items():
         conf = json.loads((ctx.run_dir(job) / "job.json").read_text())["config"]
+        records = {r["id"]: r for r in datagen.read_jsonl(conf["data"])}
+        by_op: dict = {}
+        for s in load_eval(ctx, job)[1]:
+            if s["verified"] and len(by_op.setdefault(s["op"], [])) < per_op:
+                by_op[s["op"]].append(records[s["id"]])
+        if not any(by_op.values()):
+            continue  # nothing verified: no need to rebuild the pre-training graphs
         rl_conf = json.loads((Path(conf["ckpt"][0]) / "job.json").read_text())["config"]
         pt_conf = json.loads((Path(rl_conf["init_from"]) / "job.json").read_text())["config"]
         a_recipe = [p for p in datagen.parse_recipe(pt_conf["recipe"]) if "zoo" in p.contexts]
         a_by_op: dict = {}
         for rec in datagen.generate(a_recipe, a_graphs, seed=pt_conf.get("data_seed", 0), split="train"):
             a_by_op.setdefault(rec["op"], []).append(rec)
-        records = {r["id"]: r for r in datagen.read_jsonl(conf["data"])}
-        samples = [json.loads(line) for line in open(ctx.run_dir(job) / f"samples_{conf['label'][0]}.jsonl")]
-        by_op: dict = {}
-        for s in samples:
-            if s["verified"] and len(by_op.setdefault(s["op"], [])) < per_op:
-                by_op[s["op"]].append(records[s["id"]])
         for op, recs in sorted(by_op.items()):
             if recs:
                 iso, sim = replication_stats(recs, a_by_op.get(op, []))

@@ -45,6 +45,16 @@ def test_rerun_reuses_everything(edge_micro, capsys):
     assert "step 1/" not in log
 
 
+def test_job_run_outside_the_study_is_reused(edge_micro, capsys):
+    """A model trained by the job's stand-alone command (no job.json, e.g. under torchrun) is reused and reported."""
+    cfg, out, tmp = edge_micro
+    (tmp / "runs" / "micro" / "rl-ID" / "job.json").unlink()
+    study.main(cfg)
+    assert "[rl-ID] done already" in capsys.readouterr().out
+    assert (tmp / "runs" / "micro" / "rl-ID" / "job.json").exists()
+    assert "| rl-ID | grpo |" in Path(out["edge"]["report"]).read_text()
+
+
 def test_interrupted_job_resumes(edge_micro, capsys):
     cfg, _, tmp = edge_micro
     run = tmp / "runs" / "micro" / "rl-edge"
