@@ -349,7 +349,7 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
         for ci, sel in enumerate(chunks):
             sync = contextlib.nullcontext() if not dist.ddp or ci == len(chunks) - 1 else train_model.no_sync()
             with sync, autocast:
-                out = train_model(x[sel], y[sel], cfg.entropy_coef > 0)
+                out = train_model(x[sel], y[sel], cfg.entropy_coef > 0, cfg.temperature)
                 logp, ent = out if cfg.entropy_coef > 0 else (out, None)
                 loss, st = grpo_loss(logp.float(), old_logp[sel], ref_logp[sel], adv_d[sel], mask[sel],
                                      clip_eps=cfg.clip_eps, kl_coef=cfg.kl_coef, agg=cfg.loss_agg, denom=d,
@@ -392,15 +392,14 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
 
 
 class LogprobModule(torch.nn.Module):
-    """The policy with `token_logprobs` (at the sampling temperature) as its forward: DDP syncs gradients only
-    through `forward` calls."""
+    """The policy with `token_logprobs` as its forward: DDP syncs gradients only through `forward` calls."""
 
-    def __init__(self, policy, temperature: float = 1.0):
+    def __init__(self, policy):
         super().__init__()
-        self.policy, self.temperature = policy, temperature
+        self.policy = policy
 
-    def forward(self, x, y, want_entropy: bool = False):
-        return self.policy.token_logprobs(x, y, return_entropy=want_entropy, temperature=self.temperature)
+    def forward(self, x, y, want_entropy: bool = False, temperature: float = 1.0):
+        return self.policy.token_logprobs(x, y, return_entropy=want_entropy, temperature=temperature)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -510,7 +509,7 @@ def train(cfg: Config, dist) -> dict:
             pool = datagen.read_jsonl(resume_state["pool_file"])
             stream = PromptStream(pool, resume_state.get("stream_seed", cfg.seed))  # re-selection reseeds it
         stream.epoch, stream.cursor = resume_state["stream"]
-    train_model = wrap_for_training(LogprobModule(policy, cfg.temperature), cfg.compile, dist)
+    train_model = wrap_for_training(LogprobModule(policy), cfg.compile, dist)
     autocast, use_bf16 = autocast_for(cfg.dtype, device)
 
     n_params = policy.n_params()

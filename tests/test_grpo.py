@@ -313,6 +313,19 @@ def test_group_advantages():
 # ----------------------------------------------------------------------------------------------------------------
 # Learning
 
+def test_update_scores_tokens_at_the_sampling_temperature(micro):
+    """With one update per rollout batch the policy has not moved, so every ratio must be exactly 1 -- which holds
+    only if the update scores the tokens at the temperature that sampled them (at T=0.5 the raw logits give
+    ratios far from 1, and a narrow clip range would clip them)."""
+    state, tok, records = micro
+    policy = model_lib.model_from_state(state)
+    cfg = rl_config(temperature=0.5, minibatches=1, clip_eps=1e-4, kl_coef=0.0, seed=2)
+    opt = RecordingSGD(policy.parameters(), lr=0.0)
+    m = grpo.rl_step(policy, grpo.LogprobModule(policy), None, opt, tok, records[:4], cfg, 0, CPU, NO_AUTOCAST,
+                     reward_fn=token_reward)
+    assert m["rollout_tokens"] > 0 and m["clip_frac"] == 0.0
+
+
 def test_tiny_grpo_run_raises_reward(micro):
     """A reward a micro model can learn in a dozen steps: start the response with " Define" (about 1 in 10 at
     first). The mean reward of the last steps must clearly beat the first ones'."""
