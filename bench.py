@@ -26,17 +26,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from common import UserError, parse_config, peak_flops, print_config, setup_dist
+from common import UserError, autocast_for, parse_config, peak_flops, print_config, setup_dist
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, dtype: str):
-    """bf16 autocast on the benchmark's device, or a no-op context for fp32 (same for both implementations)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
 def load_warning() -> None:
@@ -92,7 +87,7 @@ def interleaved(fns: dict, warmup: int, reps: int, device) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def train_step_fn(model_fn, params, batch, cfg: ModelBench, device):
+def train_step_fn(model_fn, params, batch, amp, device):
     """One training step (forward, backward, AdamW) of `model_fn(x) -> logits`, as a closure over its optimizer."""
     x, y = batch
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
@@ -100,7 +95,7 @@ def train_step_fn(model_fn, params, batch, cfg: ModelBench, device):
                             lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
 
     def step():
-        with autocast(device, cfg.dtype):
+        with amp:
             logits = model_fn(x)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
@@ -117,6 +112,7 @@ def bench_model(cfg: ModelBench) -> None:
     if cfg.dtype not in ("fp32", "bf16"):
         raise UserError(f"--dtype must be fp32 or bf16, got {cfg.dtype!r}")
     device = setup_dist(cfg.device).device
+    amp, _ = autocast_for(cfg.dtype, device)  # the same autocast (or none) for both implementations
     torch.manual_seed(cfg.seed)
     mcfg = M.config_from_preset(cfg.preset, max_seq_len=max(cfg.seq_len, cfg.prompt_len + cfg.max_new_tokens))
     print_config(cfg, "bench model")
@@ -143,7 +139,7 @@ def bench_model(cfg: ModelBench) -> None:
     gen_tokens = cfg.prompts * cfg.n * cfg.max_new_tokens
 
     def ours_generate():
-        with autocast(device, cfg.dtype):
+        with amp:
             out = M.generate(ours, prompts, n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
                              eos_id=None, seed=cfg.seed)
         assert int(out.lengths.sum()) == gen_tokens
@@ -159,7 +155,7 @@ def bench_model(cfg: ModelBench) -> None:
 
         @torch.inference_mode()
         def hf_generate():
-            with autocast(device, cfg.dtype):
+            with amp:
                 out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc)
             assert out.shape == (cfg.prompts * cfg.n, cfg.prompt_len + cfg.max_new_tokens), out.shape
 
@@ -174,11 +170,11 @@ def bench_model(cfg: ModelBench) -> None:
     data = torch.randint(0, mcfg.vocab_size, (cfg.batch_size, cfg.seq_len + 1), device=device)
     batch = (data[:, :-1], data[:, 1:])
     ours_fn = torch.compile(ours) if cfg.compile else ours
-    steps = {"ours": train_step_fn(lambda x: ours_fn(x)[0], list(ours.parameters()), batch, cfg, device)}
+    steps = {"ours": train_step_fn(lambda x: ours_fn(x)[0], list(ours.parameters()), batch, amp, device)}
     if hf is not None:
         hf.train()
         hf_fn = torch.compile(hf) if cfg.compile else hf
-        steps["hf"] = train_step_fn(lambda x: hf_fn(input_ids=x).logits, list(hf.parameters()), batch, cfg, device)
+        steps["hf"] = train_step_fn(lambda x: hf_fn(input_ids=x).logits, list(hf.parameters()), batch, amp, device)
     seconds = interleaved(steps, cfg.warmup, cfg.steps, device)
     train = {k: cfg.batch_size * cfg.seq_len / s for k, s in seconds.items()}
     peak = peak_flops(device)
