@@ -5,7 +5,7 @@ Both stages are the same objective (next-token cross-entropy on every non-paddin
 whole samples, SPEC §7); mid-training just starts from a checkpoint, on another recipe, with its own warmup.
 If the tokenizer or the packed data are missing they are built first (datagen.py -> tokenizer.py).
 
-    python pretrain.py                                   # CPU, `tiny` preset: ~15 minutes on 2 cores
+    python pretrain.py                                   # CPU, `tiny` preset: ~17 minutes on 2 cores
     python pretrain.py --preset=small                    # one GPU
     python pretrain.py --preset=paper                    # SPEC §7: 103M params, 10B tokens, 512K tokens/step
     torchrun --nproc_per_node=8 pretrain.py --preset=paper
