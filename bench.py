@@ -61,10 +61,12 @@ class ModelBench:
     seq_len: int = 256  # training: tokens per sequence
     warmup: int = 1  # untimed training steps and generate calls first (each contender)
     steps: int = 10  # timed training steps (each contender; the median is reported)
+    # sampling defaults: one `tiny` GRPO step's rollouts (16 prompts x 8 samples, up to 160 new tokens each) with
+    # 128-token prompts, the median prompt of the tiny edge study's RL pool (ops 4-5)
     prompts: int = 16  # sampling: distinct prompts
-    n: int = 8  # sampling: samples per prompt (16 x 8: one GRPO step's rollouts)
-    prompt_len: int = 32  # sampling: tokens per prompt
-    max_new_tokens: int = 128  # sampling: generated tokens per row (EOS disabled: every row generates all)
+    n: int = 8  # sampling: samples per prompt
+    prompt_len: int = 128  # sampling: tokens per prompt
+    max_new_tokens: int = 160  # sampling: generated tokens per row (EOS disabled: every row generates all)
     reps: int = 3  # sampling: timed generate calls (each contender; the median is reported)
     hf: bool = True  # also time transformers (needs it installed); false: ours only
     seed: int = 0  # weights, data and sampling seed
@@ -195,7 +197,7 @@ def bench_model(cfg: ModelBench) -> None:
     mfu_ours = f"{100 * mfu['ours']:.1f}%" if mfu else "-"
     print(f"| train step | {setup} | {cfg.batch_size}x{cfg.seq_len} tokens | {fmt_rate(train['ours'])} | "
           f"{fmt_rate(train.get('hf'))} | {ratio(train)} | {mfu_ours} |")
-    print(f"| sampling | {setup} | {cfg.prompts} prompts x {cfg.n} x {cfg.max_new_tokens} new | "
+    print(f"| sampling | {setup} | {cfg.prompts} prompts x {cfg.n}, {cfg.prompt_len} + {cfg.max_new_tokens} tokens | "
           f"{fmt_rate(sample['ours'])} | {fmt_rate(sample.get('hf'))} | {ratio(sample)} | - |")
 
 

@@ -12,7 +12,7 @@ Sections, top to bottom:
   config      ModelConfig, PRESETS, config_from_preset
   modules     RMSNorm, rotary embeddings, attention, MLP, Block
   model       Transformer: forward/loss, token_logprobs, optimizer groups, FLOPs for MFU
-  sampler     generate(): static KV cache, left-padded prompts, one prefill per prompt, n samples per prompt
+  sampler     generate(): static KV cache, left-padded prompts, one prefill per prompt shared by its n samples
   I/O         model_from_state / load_model (project checkpoints), export_hf / import_hf (Hugging Face folders)
 
 Examples:
@@ -155,27 +155,20 @@ class Attention(nn.Module):
         # rotate while each token's heads are contiguous in memory, then view as [B, heads, T, d] for attention
         q, k = apply_rotary(qk, cos, sin).transpose(1, 2).split((H, Hkv), dim=1)  # [B, H, T, d], [B, Hkv, T, d]
         v = v.transpose(1, 2)  # [B, Hkv, T, d]
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # [B, Hkv, S', d]: the keys this query may see
-        y = attend(q, k, v, mask)  # [B, H, T, d]
+        if cache is None:
+            y = attend(q, k, v, mask)  # [B, H, T, d]
+        else:  # sampling: the cache stores this step's keys/values and attends over everything it holds
+            y = cache.attend(self.layer_idx, q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * self.head_dim))
 
 
 def attend(q, k, v, mask=None):
     """SDPA with grouped-query attention: query head h reads KV head h // (H / Hkv).
 
-    `mask` is a boolean [B or 1, 1, T, S] (True = may attend) or None, meaning causal when T == S > 1 and
-    "everything" for a single query (a decode step that attends to the whole cache slice it was given).
+    `mask` is a boolean [B or 1, 1, T, S] (True = may attend) or None, meaning causal.
     """
-    B, H, T, d = q.shape
-    Hkv = k.size(1)
-    if T == 1 and H != Hkv:
-        # Decode: the H/Hkv query heads sharing a KV head become that head's "sequence" of queries, so SDPA runs
-        # on the cache as stored instead of on an H/Hkv times repeated copy of it.
-        y = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, d), k, v, attn_mask=mask)
-        return y.view(B, H, 1, d)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                                          enable_gqa=H != Hkv)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.size(2) > 1,
+                                          enable_gqa=q.size(1) != k.size(1))
 
 
 class MLP(nn.Module):
@@ -353,34 +346,57 @@ def unwrap(model) -> Transformer:
 # Sampler
 
 class KVCache:
-    """Preallocated keys and values, per layer [rows, n_kv_head, max_len, head_dim], indexed by absolute slot.
+    """Keys and values while sampling n rows per prompt, the prompt's stored once and shared by its n rows.
 
-    Slot j of every row holds the token at column j of the left-padded batch (prompt columns, then generated
-    ones). The sampler sets `start` (the slot of the first token of the next forward) and `expand` (cache rows
-    per forward row: n at prefill, where P prompts fill P * n rows) before each forward; every layer then writes
-    its new keys/values at slots start..start+T-1 and attends to slots 0..start+T-1.
+    prompt part, per layer [P, Hkv, L, d]: what the prefill of the P (left-padded) prompts computed;
+    generated part, per layer [P, Hkv, n, max_new, d]: slot t holds generated token t of each of the n rows.
+
+    A decode step attends to both (shared-prefix or "cascade" attention, as in Hydragen and FlashInfer): one
+    matmul puts all n * H/Hkv queries of a prompt's KV head against that prompt's keys, another each row's
+    queries against its own generated keys, and one softmax runs over the two score blocks side by side. The
+    prompt's keys are read once per prompt instead of once per row: n times less cache traffic for the prompt,
+    which is most of the cache in RL (long problem statements, short answers so far): on 2 CPU cores sampling a
+    tiny GRPO step (16 prompts x 8, 128-token prompts) went from 2.2x to 2.4-2.9x `transformers`' speed. The
+    sampler sets `t` before each forward: -1 for the prefill, else the slot the decode step writes.
     """
 
-    def __init__(self, cfg: ModelConfig, rows: int, max_len: int, device, dtype):
-        shape = (rows, cfg.n_kv_head, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.start = 0
-        self.expand = 1
+    def __init__(self, cfg: ModelConfig, prompt_valid, n: int, max_new: int, dtype):
+        P, L = prompt_valid.shape
+        self.n, self.t = n, -1
+        # False at the left padding of a prompt; None when no prompt is padded (nothing to hide)
+        self.prompt_mask = None if prompt_valid.all() else prompt_valid[:, None, None, :]  # [P, 1, 1, L]
+        self.k_prompt: list = [None] * cfg.n_layer
+        self.v_prompt: list = [None] * cfg.n_layer
+        shape = (P, cfg.n_kv_head, n, max_new, cfg.head_dim)  # never read before written: empty, not zeros
+        self.k_gen = [torch.empty(shape, device=prompt_valid.device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v_gen = [torch.empty(shape, device=prompt_valid.device, dtype=dtype) for _ in range(cfg.n_layer)]
 
-    def update(self, layer: int, k, v):
-        s, T = self.start, k.size(2)
-        kc, vc = self.k[layer], self.v[layer]
-        if self.expand > 1:  # prefill: copy each prompt's keys/values into its n sample rows (a broadcast write)
-            P, e = k.size(0), self.expand
-            kc.view(P, e, *kc.shape[1:])[:, :, :, s:s + T] = k[:, None]
-            vc.view(P, e, *vc.shape[1:])[:, :, :, s:s + T] = v[:, None]
-        else:
-            kc[:, :, s:s + T] = k
-            vc[:, :, s:s + T] = v
-        if s == 0:
-            return k, v  # prefill attends to what it just computed, on the P prompt rows only
-        return kc[:, :, :s + T], vc[:, :, :s + T]  # decode: only the filled slots, not the empty tail
+    def attend(self, layer: int, q, k, v, mask=None):
+        """Store this forward's keys/values k, v [B, Hkv, T, d] and return the attention output for q [B, H, T, d]."""
+        if self.t < 0:  # prefill (B = P prompts): causal attention within each prompt; keep its keys/values
+            self.k_prompt[layer], self.v_prompt[layer] = k.contiguous(), v.contiguous()
+            return attend(q, k, v, mask)
+        kp, vp = self.k_prompt[layer], self.v_prompt[layer]  # [P, Hkv, L, d]
+        P, Hkv, L, d = kp.shape
+        n, t, R, H = self.n, self.t, q.size(0), q.size(1)  # decode: B = R = P * n rows, T = 1
+        G = H // Hkv  # query heads per KV head
+        # write generated slot t: row r = (prompt p, sample i) goes to [p, :, i, t]
+        self.k_gen[layer][:, :, :, t] = k.view(P, n, Hkv, d).transpose(1, 2)
+        self.v_gen[layer][:, :, :, t] = v.view(P, n, Hkv, d).transpose(1, 2)
+        kg, vg = self.k_gen[layer][:, :, :, :t + 1], self.v_gen[layer][:, :, :, :t + 1]  # [P, Hkv, n, t+1, d]
+        q = q.view(P, n, Hkv, G, d).transpose(1, 2) * d ** -0.5  # [P, Hkv, n, G, d], scaled as SDPA does
+        s_prompt = q.reshape(P, Hkv, n * G, d) @ kp.mT  # [P, Hkv, n*G, L]: every row's queries, shared keys
+        if self.prompt_mask is not None:
+            s_prompt = s_prompt.masked_fill(~self.prompt_mask, float("-inf"))
+        s_gen = q @ kg.mT  # [P, Hkv, n, G, t+1]: each row against its own generated keys
+        # one softmax over [prompt keys | generated keys], in fp32. Under bf16 autocast the scores come out of a
+        # bf16 matmul, rounded as in HF's eager attention (SDPA keeps them fp32): on the tiny model the sampler's
+        # log-probs then differ from an fp32 forward by 0.0040 on average instead of 0.0031.
+        p = torch.cat((s_prompt.view(P, Hkv, n, G, L), s_gen), dim=-1).softmax(-1, dtype=torch.float32)
+        p = p.to(vp.dtype)
+        p_prompt, p_gen = p.split((L, t + 1), dim=-1)
+        y = (p_prompt.reshape(P, Hkv, n * G, L) @ vp).view(P, Hkv, n, G, d) + p_gen @ vg  # [P, Hkv, n, G, d]
+        return y.transpose(1, 2).reshape(R, H, 1, d)
 
 
 @dataclass
@@ -408,18 +424,16 @@ def generate(model: Transformer, prompts: list[list[int]], n: int = 1, max_new_t
 
     - Rows are prompt-major (rows i*n .. i*n+n-1 continue prompt i), so expanding a prompt's state to its n rows
       is a reshape-and-broadcast, and callers group samples per prompt (GRPO, pass@k) with `.view(P, n, ...)`.
-    - Each prompt is prefilled once; its keys/values are broadcast into its n rows of the cache and the last
-      position's logits are repeated n times. The n rows then draw independent noise, so they differ.
-    - Prompts of different lengths are LEFT-padded to the longest one (L): prompt i occupies slots
-      L-len_i .. L-1, so every row's last prompt token is at slot L-1 and generated token t of every row goes
-      to slot L+t -- one shared write position per step. Per-row position ids (slot - padding, i.e. 0..len_i-1
-      for the prompt and len_i + t for generated tokens) keep the rotary angles what they would be unpadded,
-      and a key-padding mask hides the pad slots from every query.
-    - The KV cache is preallocated ([R, n_kv_head, L + max_new_tokens, head_dim] per layer) and indexed by
-      ABSOLUTE slot, as in gpt-fast: step t writes slot L+t and attends to slots 0..L+t with the mask indexed by
-      slot. The same mask logic is therefore right for the prefill (a causal block) and each decode step (one
-      query, all earlier slots), there is no re-allocation or concatenation per step, and the padding never
-      moves.
+    - Each prompt is prefilled once and the last position's logits are repeated n times; the n rows then draw
+      independent noise, so they differ.
+    - Prompts of different lengths are LEFT-padded to the longest one (L), so every prompt ends at slot L-1 and
+      generated token t of every row is at generated slot t -- one shared write position per step. Per-row
+      position ids (0..len_i-1 for the prompt, len_i + t for generated token t) keep the rotary angles what they
+      would be unpadded, and a key-padding mask hides the pad slots from every query.
+    - The KV cache (`KVCache`) is static and indexed by absolute slot, as in gpt-fast: the prompt part is what
+      the prefill computed ([P, n_kv_head, L, head_dim] per layer), stored once per prompt and shared by its n
+      rows; the generated part is preallocated ([P, n_kv_head, n, max_new_tokens, head_dim]), step t writes slot
+      t and attends to slots 0..t. No re-allocation or concatenation per step, and the padding never moves.
     - temperature 0 is greedy; otherwise logits / temperature, then top-k, then top-p (nucleus) filtering, then
       a sample drawn with a seeded `torch.Generator` on the model's device (same seed -> same output).
     - A row stops at eos_id or any id in stop_ids (that token is kept and counted in `lengths`); later columns
@@ -477,7 +491,6 @@ def _generate_chunk(model, prompts, n, max_new_tokens, temperature, top_p, top_k
     P, R = len(prompts), len(prompts) * n
     lens = torch.tensor([len(p) for p in prompts], device=device)  # [P]
     L = max(len(p) for p in prompts)
-    padded = bool((lens != L).any())
 
     # left-padded prompt batch, per-row positions, and which slots hold real tokens
     idx = torch.full((P, L), pad_id, dtype=torch.long)
@@ -487,24 +500,21 @@ def _generate_chunk(model, prompts, n, max_new_tokens, temperature, top_p, top_k
     slots = torch.arange(L, device=device)
     pad = (L - lens)[:, None]  # [P, 1] pad slots at the start of each row
     positions = (slots[None, :] - pad).clamp(min=0)  # [P, L]
-    key_valid = torch.ones(R, L + max_new_tokens, dtype=torch.bool, device=device)  # [R, S]
-    key_valid[:, :L] = (slots[None, :] >= pad).repeat_interleave(n, dim=0)
+    valid = slots[None, :] >= pad  # [P, L]
 
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
         model.embed_tokens.weight.dtype
-    cache = KVCache(cfg, R, L + max_new_tokens, device, dtype)
+    cache = KVCache(cfg, valid, n, max_new_tokens, dtype)
 
-    # prefill: each prompt once, its keys/values broadcast to its n rows
+    # prefill: each prompt once; its n rows share its keys/values and start from its last logits
     mask = None
-    if padded:
+    if not valid.all():
         causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
         # a pad query may see itself, so no softmax row is all -inf (that would put NaNs in the pad slots' values)
-        mask = ((causal & key_valid[::n, None, :L]) | torch.eye(L, dtype=torch.bool, device=device))[:, None]
-    cache.start, cache.expand = 0, n
+        mask = ((causal & valid[:, None, :]) | torch.eye(L, dtype=torch.bool, device=device))[:, None]
     cos, sin = model.rope(positions, L)
     x = model.trunk(idx, cos, sin, mask, cache)
     logits = model.head(x[:, -1]).repeat_interleave(n, dim=0)  # [R, V]
-    cache.expand = 1
 
     tokens = torch.full((R, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(R, max_new_tokens, device=device) if return_logprobs else None
@@ -524,11 +534,10 @@ def _generate_chunk(model, prompts, n, max_new_tokens, temperature, top_p, top_k
             done |= torch.isin(tok, stop_t)
         if t == max_new_tokens - 1 or (len(stops) and t % check_every == 0 and bool(done.all())):
             break
-        # decode token t at slot L + t; the mask is a view of the key-valid slots so far (None if no padding)
-        cache.start = L + t
+        # decode token t: it goes to generated slot t and attends to its prompt and generated slots 0..t
+        cache.t = t
         cos, sin = model.rope(next_pos + t, 1)
-        mask = key_valid[:, None, None, :L + t + 1] if padded else None
-        logits = model.head(model.trunk(tok[:, None], cos, sin, mask, cache)[:, -1])
+        logits = model.head(model.trunk(tok[:, None], cos, sin, cache=cache)[:, -1])
     G = int(lengths.max())
     return Generation(tokens=tokens[:, :G], lengths=lengths, finished=done,
                       logprobs=logprobs[:, :G] if return_logprobs else None)
