@@ -5,7 +5,7 @@ Both stages are the same objective (next-token cross-entropy on every non-paddin
 whole samples, SPEC §7); mid-training just starts from a checkpoint, on another recipe, with its own warmup.
 If the tokenizer or the packed data are missing they are built first (datagen.py -> tokenizer.py).
 
-    python pretrain.py                                   # CPU, `tiny` preset: ~17 minutes on 2 cores
+    python pretrain.py                                   # CPU, `tiny` preset: 15-17 minutes on 2 cores
     python pretrain.py --preset=small                    # one GPU
     python pretrain.py --preset=paper                    # SPEC §7: 103M params, 10B tokens, 512K tokens/step
     torchrun --nproc_per_node=8 pretrain.py --preset=paper
@@ -92,7 +92,7 @@ PRESETS = {
                   val_problems=32, tokenizer_problems=400, vocab_size=600, seq_len=256, max_steps=8,
                   batch_tokens=2048, micro_rows=4, lr=3e-3, min_lr=3e-4, eval_every=4, log_every=1, ckpt_every=4,
                   bands="2-3,4-4"),
-    # CPU, ~17 minutes on 2 cores: small batches (many steps) matter most at this size; the document mask
+    # CPU, 15-17 minutes on 2 cores: small batches (many steps) matter most at this size; the document mask
     # lifted op-3 verified pass@8 from 44% to 69% (16 problems x 8 samples each) at the same cost
     "tiny": dict(out_dir="runs/pretrain-tiny", model="tiny", recipe="ops=2-3 contexts=zoo", train_problems=60_000,
                  vocab_size=1024, seq_len=512, doc_mask=True, max_steps=2200, batch_tokens=4096, micro_rows=8, lr=2e-3,
