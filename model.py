@@ -433,7 +433,7 @@ def generate(model: Transformer, prompts: list[list[int]], n: int = 1, max_new_t
     - The KV cache (`KVCache`) is static and indexed by absolute slot, as in gpt-fast: the prompt part is what
       the prefill computed ([P, n_kv_head, L, head_dim] per layer), stored once per prompt and shared by its n
       rows; the generated part is preallocated ([P, n_kv_head, n, max_new_tokens, head_dim]), step t writes slot
-      t and attends to slots 0..t. No re-allocation or concatenation per step, and the padding never moves.
+      t and attends to slots 0..t. The cache is never re-allocated or concatenated, and the padding never moves.
     - temperature 0 is greedy; otherwise logits / temperature, then top-k, then top-p (nucleus) filtering, then
       a sample drawn with a seeded `torch.Generator` on the model's device (same seed -> same output).
     - A row stops at eos_id or any id in stop_ids (that token is kept and counted in `lengths`); later columns
