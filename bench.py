@@ -48,6 +48,13 @@ def fmt_rate(x: float | None) -> str:
     return f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
 
 
+def require_positive(cfg, *names: str) -> None:
+    """UserError naming every listed flag of `cfg` that is not > 0."""
+    bad = [f"--{name}={getattr(cfg, name)}" for name in names if not getattr(cfg, name) > 0]
+    if bad:
+        raise UserError(f"these must be > 0: {', '.join(bad)}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # model: our Transformer vs transformers' Qwen2ForCausalLM, same config, weights, batch, device and dtype
 
@@ -113,6 +120,9 @@ def bench_model(cfg: ModelBench) -> None:
 
     if cfg.dtype not in ("fp32", "bf16"):
         raise UserError(f"--dtype must be fp32 or bf16, got {cfg.dtype!r}")
+    require_positive(cfg, "batch_size", "seq_len", "steps", "prompts", "n", "prompt_len", "max_new_tokens", "reps")
+    if cfg.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {cfg.warmup}")
     device = setup_dist(cfg.device).device
     amp, _ = autocast_for(cfg.dtype, device)  # the same autocast (or none) for both implementations
     torch.manual_seed(cfg.seed)
@@ -221,12 +231,19 @@ def bench_data(cfg: DataBench) -> None:
     """Problems/s of datagen.py on one core (the record and its JSON line), and with worker processes."""
     import datagen
 
+    require_positive(cfg, "seconds", "scale_n")
+    try:
+        op_list = [int(o) for o in cfg.ops.split(",")]
+    except ValueError:
+        raise UserError(f"--ops must be comma-separated integers like 5,10,20, got {cfg.ops!r}") from None
+    if cfg.workers < 0:
+        raise UserError(f"--workers must be >= 0 (0 = every core), got {cfg.workers}")
     print_config(cfg, "bench data")
     load_warning()
     contexts = datagen.load_contexts()
     rows = []
     for mode in ("forward", "reverse"):
-        for op in (int(o) for o in cfg.ops.split(",")):
+        for op in op_list:
             parts = datagen.parse_recipe(f"ops={op} modes={mode}")
             n, t0, c0 = 0, time.perf_counter(), time.process_time()
             while time.perf_counter() - t0 < cfg.seconds:
@@ -291,6 +308,7 @@ def bench_tokenizer(cfg: TokenizerBench) -> None:
     import datagen
     import tokenizer as T
 
+    require_positive(cfg, "n", "vocab_size")
     print_config(cfg, "bench tokenizer")
     load_warning()
     rows = []
@@ -347,8 +365,7 @@ def bench_verify(cfg: VerifyBench) -> None:
     import datagen
     import evaluate as E
 
-    if cfg.n < 1 or cfg.seconds <= 0:
-        raise UserError("--n must be >= 1 and --seconds > 0")
+    require_positive(cfg, "n", "seconds")
     print_config(cfg, "bench verify")
     load_warning()
     recs = list(datagen.generate(f"ops={cfg.ops} modes=forward:0.5,reverse:0.5", cfg.n, seed=cfg.seed))

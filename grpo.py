@@ -604,7 +604,6 @@ def train(cfg: Config, dist) -> dict:
 
     if master:
         ensure_final(out_dir, resume_state, start_step, cfg.max_steps)
-    if master:
         plot_dynamics(out_dir)
         log.print(f"done: {cfg.max_steps} steps in {fmt_duration(time.time() - t0)} | final reward "
                   f"{last.get('reward', float('nan')):.3f} | " + " | ".join(

@@ -79,7 +79,7 @@ SCALES = {
                   pools={"ID": (3, 3), "mixed": (3, 4), "edge": (4, 5), "hard": (6, 7)},
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=160, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
-                  seconds_hint="about 30 minutes on 2 CPU cores"),
+                  seconds_hint="about 25 minutes on 2 CPU cores"),
     "small": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
                    budget_rl_steps=100,
@@ -334,14 +334,15 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
         if changed:
             raise UserError(f"{out} was made with other settings ({', '.join(changed)}); delete that folder to redo "
                             f"it, or use another --runs_dir")
+    spec = {"kind": job.kind, "note": job.note, "config": conf}
     done = out / ("results.json" if job.kind == "eval" else "final.pt")
     if done.exists():
         print(f"[{job.name}] done already, reusing {done}")
         if not spec_path.exists():  # run outside the study (e.g. its --dry_run command under torchrun)
-            save_json(spec_path, {"kind": job.kind, "note": job.note, "config": conf})
+            save_json(spec_path, spec)
         return 0.0
     out.mkdir(parents=True, exist_ok=True)
-    save_json(spec_path, {"kind": job.kind, "note": job.note, "config": conf})
+    save_json(spec_path, spec)
     print(f"\n[{job.name}] {job.kind}: {job.note or ''}")
     t0 = time.time()
     if job.kind == "pretrain":
@@ -351,8 +352,7 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
     else:
         evaluate.main(evaluate.Config(**conf))
     seconds = time.time() - t0
-    save_json(spec_path, {"kind": job.kind, "note": job.note, "config": {**job.config, "out_dir": str(out),
-                                                                         "device": device}, "seconds": seconds})
+    save_json(spec_path, {**spec, "seconds": seconds})
     return seconds
 
 
@@ -530,12 +530,8 @@ def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     ks = evaluate.default_ks(n)
     table, numbers = pass_table(ctx, plan, sc.bands, ks)
     lines = ["## pass@k (verified) by band", "", table, ""]
-    crossings = {}
-    for band in sc.bands:
-        diff = [numbers["RL edge"][band][k] - numbers["base"][band][k] for k in ks]
-        crossings[band] = diff
-    b = "edge"
-    d1, dn = crossings[b][0], crossings[b][-1]
+    crossings = {band: [numbers["RL edge"][band][k] - numbers["base"][band][k] for k in ks] for band in sc.bands}
+    d1, dn = crossings["edge"][0], crossings["edge"][-1]
     ok = None if d1 != d1 else (d1 > 0 and dn < d1)
     lines.append(verdict_line(ok, f"on the edge band RL leads the base model by {pct(d1)} points at k=1 and by "
                                   f"{pct(dn)} at k={n}" + (" -- the gap closes as k grows." if ok else ".")))

@@ -21,7 +21,8 @@ def test_data_and_verify_benchmarks_run(capsys):
     assert "| datagen | forward | 5 |" in out and "| verify (gold) | all |" in out
 
 
-@pytest.mark.parametrize("argv", [["nosuch"], ["verify", "--n=0"], ["model", "--bogus=1"]])
+@pytest.mark.parametrize("argv", [["nosuch"], ["verify", "--n=0"], ["model", "--bogus=1"], ["model", "--steps=0"],
+                                  ["data", "--ops=5,x"], ["tokenizer", "--n=0"]])
 def test_bad_input_is_one_clear_error(argv, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(argv)
