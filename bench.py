@@ -69,7 +69,7 @@ class ModelBench:
     warmup: int = 1  # untimed training steps and generate calls first (each contender)
     steps: int = 10  # timed training steps (each contender; the median is reported)
     # sampling defaults: one `tiny` GRPO step's rollouts (16 prompts x 8 samples, up to 160 new tokens each) with
-    # 128-token prompts, the median prompt of the tiny edge study's RL pool (ops 4-5)
+    # 128-token prompts, about the median prompt of the tiny edge pool (ops 4-5: 135 tokens, as grpo.py logs it)
     prompts: int = 16  # sampling: distinct prompts
     n: int = 8  # sampling: samples per prompt
     prompt_len: int = 128  # sampling: tokens per prompt

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -257,6 +258,8 @@ def fitting(records: list[dict], tok, room: int, what: str, log) -> list[dict]:
                   f"{room} tokens (context minus max_new_tokens) and are left out")
     if not kept:
         raise UserError(f"no {what} fit the model's context with --max_new_tokens; lower it")
+    kept_lens = sorted(n for n in lens if n <= room)
+    log.print(f"{what}: {len(kept)} prompts, median {statistics.median(kept_lens):g} tokens, longest {kept_lens[-1]}")
     return kept
 
 
