@@ -18,9 +18,15 @@ graph (SPEC §4):
    expression of the assignment to the step's own letter, following the step's intermediates
    (`Y = p = 2; so q = 3 + Y` -> parents {p}). Its **value** is the last expression of that assignment,
    read by a small safe evaluator as a linear form a*x + b (reverse-mode problems carry the unknown x).
-3. A gold node is correct iff it is present with the gold parent set and the gold value (in reverse mode
+   A quantity is what its first assignment says; any later assignment to it (in the same step or in a
+   repeated Define) that states other parents or another value is a *contradiction*.
+3. Reverse mode ends with a closing: `We know V = given, so <form> = given; so ... ; so x = value.` Every
+   quoted value must be the problem's (`bad_given`), every equation of the closing must hold at the true x,
+   and the closing must solve x to the true value, which is also the answer (`bad_solve`).
+4. A gold node is correct iff it is present with the gold parent set and the gold value (in reverse mode
    the gold values are linear forms in x, recomputed from the graph with the unknown leaf set to x).
-   `verified` = every gold node correct and the answer `<answer> N </answer>` right.
+   `verified` = every gold node correct, nothing contradicted or misquoted, and the answer
+   `<answer> N </answer>` right.
 
 The same verdict feeds the GRPO rewards (outcome / process / strict, SPEC §5) and the pass@k tables
 (unbiased estimator of Chen et al. 2021, for answer-correct and for verified samples).
@@ -158,17 +164,24 @@ def _exact(q: Fraction):
 # verifying a group of samples mostly dictionary lookups. Bounded: cleared when full.
 _FORM_CACHE: dict[str, tuple | None] = {}
 _FORM_CACHE_MAX = 50_000
+_BINARY = re.compile(r"(-?[0-9]{1,12}) ([-+*/]) (-?[0-9]{1,12})")
+_UNSEEN = object()
 
 
 def _form_of(text: str):
     """evaluate_linear on a stripped value text, with int coefficients where whole, memoised."""
-    try:
-        return _FORM_CACHE[text]
-    except KeyError:
-        pass
-    f = evaluate_linear(text)
-    if f is not None:
-        f = (_exact(f[0]), _exact(f[1]))
+    f = _FORM_CACHE.get(text, _UNSEEN)
+    if f is not _UNSEEN:
+        return f
+    if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_DIGITS:
+        f = 0, int(text)  # most values are plain numbers, and the closing's arithmetic two-operand sums,
+    elif (m := _BINARY.fullmatch(text)) is not None and (m[2] != "/" or (int(m[3]) and not int(m[1]) % int(m[3]))):
+        u, op, v = int(m[1]), m[2], int(m[3])  # differences, products and exact quotients: no parser needed
+        f = 0, u + v if op == "+" else u - v if op == "-" else u * v if op == "*" else u // v
+    else:
+        f = evaluate_linear(text)
+        if f is not None:
+            f = (_exact(f[0]), _exact(f[1]))
     if len(text) <= MAX_EXPR_CHARS:
         if len(_FORM_CACHE) >= _FORM_CACHE_MAX:
             _FORM_CACHE.clear()
@@ -191,12 +204,17 @@ _NO_PARENTS: frozenset = frozenset()
 #   cannot swallow a step. Clauses that are not assignments (`We know f = 51, so ...`) yield no item.
 _SEG = r"[^;.=D]*(?:D(?!efine )[^;.=D]*)*"  # text up to the next ; . = or "Define "
 _ITEMS = re.compile(r"Define ([^;.=]{1,200}) as ([A-Za-z])(?=;)"
-                    r"|[;.]\s*(?:so\s+)?([A-Za-z])\s*=(" + _SEG + r")((?:=" + _SEG + r")*)")
+                    r"|[;.]\s*(?:so\s+)?([A-Za-z])\s*=(" + _SEG + r")((?:=" + _SEG + r")*)"
+                    r"|We know\s+([A-Za-z])\s*=([^;.,]{0,200})")
 # A variable is a standalone ASCII letter: not inside a word ("exists", "Rêves"), not the t of "don't".
 _VAR = re.compile(r"[A-Za-z](?<![\w'][A-Za-z])(?![\w'])")  # letter first: the regex scans faster
 # The answer: an integer (optional minus, at most 18 digits) alone between the tags.
 _ANSWER = re.compile(r"<answer>\s*(-?[0-9]{1,18})\s*</answer>")
 _SOL_END, _ANS_START = "</solution>", "<answer>"
+# A quoted fact, `We know d = 9`, anywhere in the solution; and the closing's start (reverse mode).
+_QUOTE = re.compile(r"We know\s+([A-Za-z])\s*=([^;.,]{0,200})")
+_CLOSING = "We know"
+_CLAUSES = re.compile(r"(?:so\s+)?([^;.,\s][^;.,]*)")  # the closing's clauses, without a leading "so"
 
 
 class PredNode(NamedTuple):
@@ -212,6 +230,10 @@ class Parsed(NamedTuple):
     repeats: int  # Defines of a name already defined (each counts as an extra node)
     answer: int | None  # the integer in <answer> ... </answer>, None when absent or not an integer
     format_ok: bool  # "</solution>" then (only whitespace) "<answer> INT </answer>"
+    contradictions: int  # assignments to a quantity that disagree with its first one (parents or value)
+    quotes: tuple  # (quantity name, value form or None) per `We know V = value`
+    equations: tuple  # the closing's equality chains, each a tuple of linear forms (all segments readable)
+    solved: tuple | None  # the closing's last `x = ... = value`: the value's form
 
 
 _new_node = tuple.__new__  # PredNode without the Python-level __new__ frame (hot path)
@@ -259,15 +281,20 @@ def parse_completion(text: str) -> Parsed:
     Rules for the cases the format leaves open:
     - Only the text before the first `</solution>` / `<answer>` (whichever comes first; else the end) holds
       steps. Text before the first Define (the reverse-mode preamble) is ignored.
-    - A repeated Define of a name already defined does not change that node (the first Define is the node);
-      each repeat counts as one extra node. Its letter does rebind, so later steps that use it still point
-      to the same name.
+    - A quantity's node is its first Define, with parents and value from the first assignment to its
+      letter. Every later assignment to it -- in the same step, or in a step that Defines the name again --
+      must state the same parents and the same value; each one that does not is a contradiction.
+      Re-stating a fact consistently is allowed; each repeated Define counts as one extra node, and its
+      letter rebinds, so later steps that use it still point to the same name.
     - A letter resolves to, in order: an intermediate assigned earlier in the same step (followed to its own
       parents), else the most recent Define of that letter at or before this step (the step's own letter
       is itself, so `q = q + 1` makes q its own parent: wrong). A letter nothing defines gives a parent
       that matches no gold name, so the parent set is wrong -- never an error.
-    - Parents and value come from the *last* assignment to the step's own letter; assignments to other
-      letters (`We know f = 51, so ...`, `so x = 34 / 2 = 17`) never change the step's node.
+    - Assignments to other letters (intermediates, `so x = 34 / 2 = 17`) never change the step's node.
+    - The closing starts at the first `We know` after the last Define; it holds no steps. Its clauses
+      (split at `;`, `.`, `,`) whose `=`-separated segments are all readable are its equations; the last
+      one that starts `x =` gives the solved value. `We know V = value` quotes anywhere are collected with
+      the name V stands for at that point.
     - A step without an assignment to its letter has no parents and value x if its letter is x (the
       unknown of reverse mode, "we don't know its value yet"), else no value.
     - Any input is accepted; the cost is linear in its length.
@@ -282,22 +309,29 @@ def parse_completion(text: str) -> Parsed:
     if 0 <= ans_at < end:
         end = ans_at
 
+    closing = text.find(_CLOSING, max(text.rfind("Define ", 0, end), 0), end)
+    steps_end = end if closing < 0 else closing
+
     first_var: dict[str, str] = {}  # name -> letter of its first Define, in order: the predicted nodes
-    stated: dict[str, tuple] = {}  # name -> (parent names, value text) of the last assignment to its letter
+    stated: dict[str, tuple] = {}  # name -> (parent names, value form) of the first assignment to its letter
     scope: dict[str, str] = {}  # letter -> name of its most recent Define
-    repeats = 0
-    step = var = None  # the step being read; None before the first Define and in the body of a repeat
+    repeats = contradictions = 0
+    quotes = []
+    step = var = None  # the step being read (a repeated Define is read too); None before the first Define
     local: dict[str, set] = {}  # this step's assigned letters -> the Defined names behind them
-    cached_letters, cached_name = _LETTERS_CACHE.get, _NAME_CACHE.get
-    for name, v, letter, first, more in _ITEMS.findall(text, 0, end):
-        if not letter:  # a step head
+    cached_letters, cached_name, cached_form = _LETTERS_CACHE.get, _NAME_CACHE.get, _FORM_CACHE.get
+    for name, v, letter, first, more, qletter, qvalue in _ITEMS.findall(text, 0, steps_end):
+        if v:  # a step head
             name = cached_name(name) or _norm_name(name)
             scope[v] = name
             if name in first_var:
-                repeats += 1  # a repeat changes nothing but the letter's binding
-                step = None
+                repeats += 1
             else:
-                first_var[name], step, var, local = v, name, v, {}
+                first_var[name] = v
+            step, var, local = name, v, {}
+            continue
+        if qletter:  # We know V = value
+            quotes.append((scope.get(qletter) or _unresolved(qletter), _last_form(qvalue)))
             continue
         if step is None:
             continue
@@ -322,15 +356,25 @@ def parse_completion(text: str) -> Parsed:
                 refs.add(scope.get(t) or _unresolved(t))
         local[letter] = refs
         if letter == var:
-            stated[step] = (refs, final)
+            form = cached_form(final, _UNSEEN)
+            said = (refs, _form_of(final) if form is _UNSEEN else form)
+            before = stated.get(step)
+            if before is None:
+                stated[step] = said
+            elif before != said:
+                contradictions += 1
 
     nodes: dict[str, PredNode] = {}
     for name, v in first_var.items():
         s = stated.get(name)
         if s is not None:
-            nodes[name] = _new_node(PredNode, (v, frozenset(s[0]), _form_of(s[1])))
+            nodes[name] = _new_node(PredNode, (v, frozenset(s[0]), s[1]))
         else:
             nodes[name] = _new_node(PredNode, (v, _NO_PARENTS, X_FORM if v == "x" else None))
+
+    equations, solved = (), None
+    if closing >= 0:
+        equations, solved = _read_closing(text[closing:end], scope, quotes)
 
     answer, format_ok = None, False
     if ans_at >= 0:
@@ -338,7 +382,42 @@ def parse_completion(text: str) -> Parsed:
         if am is not None:
             answer = int(am.group(1))
             format_ok = 0 <= sol_end < ans_at and not text[sol_end + len(_SOL_END):ans_at].strip()
-    return Parsed(nodes, repeats, answer, format_ok)
+    return Parsed(nodes, repeats, answer, format_ok, contradictions, tuple(quotes), equations, solved)
+
+
+def _last_form(segment: str):
+    """The form of the last `=`-separated part of a quoted value (`9`, `x - 3 = 9`), or None."""
+    return _form_of(segment.rsplit("=", 1)[-1].strip())
+
+
+def _read_closing(text: str, scope: dict, quotes: list) -> tuple:
+    """The closing's equations (chains of readable forms) and the last solved value of x; its quotes are
+    appended to `quotes`, with the names their letters stand for after the last step."""
+    equations, solved = [], None
+    cached = _FORM_CACHE.get
+    for clause in _CLAUSES.findall(text):
+        if clause.startswith(_CLOSING):
+            m = _QUOTE.match(clause)
+            if m is not None:
+                quotes.append((scope.get(m.group(1)) or _unresolved(m.group(1)), _last_form(m.group(2))))
+            continue
+        segs = clause.split("=")
+        if len(segs) < 2 or len(clause) > MAX_EXPR_CHARS:
+            continue
+        forms = []
+        for seg in segs:
+            seg = seg.strip()
+            f = cached(seg, _UNSEEN)
+            if f is _UNSEEN:
+                f = _form_of(seg)
+            if f is None:
+                break  # not an equation in x and numbers (e.g. it names a letter other than x)
+            forms.append(f)
+        else:
+            equations.append(forms)
+            if segs[0].strip() == "x" and forms[-1][0] == 0:
+                solved = forms[-1]
+    return tuple(equations), solved
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -346,8 +425,9 @@ def parse_completion(text: str) -> Parsed:
 
 class Gold(NamedTuple):
     nodes: tuple  # (name, frozenset of parent names, value form (a, b)) per gold node, topological order
-    names: frozenset
+    forms: dict  # name -> value form
     query: str
+    x: int | None  # the unknown's true value (reverse mode), else None
 
 
 def build_gold(record: dict) -> Gold:
@@ -361,6 +441,7 @@ def build_gold(record: dict) -> Gold:
         unknown = unknown and (cached(unknown) or _norm_name(unknown))
         forms: dict[str, tuple] = {}
         out = []
+        x = None
         for n in graph["nodes"]:
             name = n["name"]
             name = cached(name) or _norm_name(name)
@@ -386,8 +467,10 @@ def build_gold(record: dict) -> Gold:
                     a, b = a * n["k"], b * n["k"]
                 f = (a, b)
             forms[name] = f
+            if name == unknown:
+                x = n["value"]
             out.append((name, frozenset(parents), f))
-        return Gold(tuple(out), frozenset(forms), _norm_name(graph["query"]))
+        return Gold(tuple(out), forms, _norm_name(graph["query"]), x)
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
         raise ValueError(f"record {record.get('id', '?') if isinstance(record, dict) else '?'} has no valid "
                          f"solution graph ({type(e).__name__}: {e}); regenerate it with datagen.py") from None
@@ -423,13 +506,19 @@ def verify(record: dict, completion: str, gold_answer: int | None = None) -> dic
 
       answer          the parsed integer answer, or None (JSON null) when there is none
       answer_correct  answer == gold answer (record["answer"], or `gold_answer` when given: a pseudo-label)
-      verified        every gold node correct and the answer right (extra nodes allowed, as in the paper)
+      verified        every gold node correct, no contradiction, bad_given or bad_solve, and the answer right
+                      (extra nodes allowed, as in the paper)
       process_acc     correct gold nodes / n_gold; a node is correct iff present, with the gold parent set
                       and the gold value (a linear form in x in reverse mode)
       value_mismatch  present gold nodes whose stated value is wrong (or unreadable)
       dep_mismatch    present gold nodes whose parent set is wrong
       missing         gold nodes never Defined
       extra           Defined names not in the gold graph, plus repeated Defines
+      contradiction   assignments that disagree with a quantity's first one (other parents or value)
+      bad_given       quoted values (`We know V = 9`) that are not the true ones; in reverse mode, 1 more when
+                      the queried quantity's given value is never quoted
+      bad_solve       reverse mode: closing equations false at the true x, and 1 when x is not solved to the
+                      true value (which must also be the answer)
       hacked          answer right but not verified (unfaithful / reward-hacking)
       format_ok       `</solution>` followed by `<answer> INT </answer>`
       n_gold, n_correct, n_pred   sizes; plus the record's id, op, context and mode for breakdowns
@@ -457,16 +546,43 @@ def verify(record: dict, completion: str, gold_answer: int | None = None) -> dic
     target = record["answer"] if gold_answer is None else gold_answer
     answer = parsed.answer
     answer_correct = answer is not None and answer == target
-    verified = answer_correct and correct == n_gold
+    bad_given, bad_solve = _check_closing(g, parsed) if parsed.quotes or g.x is not None else (0, 0)
+    contradiction = parsed.contradictions
+    verified = answer_correct and correct == n_gold and not (contradiction or bad_given or bad_solve)
     return {
         "id": record.get("id"), "op": record.get("op"), "context": record.get("context"),
         "mode": record.get("mode"),
         "answer": answer, "answer_correct": answer_correct, "verified": verified,
         "process_acc": correct / n_gold if n_gold else 0.0,
         "value_mismatch": value_mm, "dep_mismatch": dep_mm, "missing": missing, "extra": extra,
+        "contradiction": contradiction, "bad_given": bad_given, "bad_solve": bad_solve,
         "hacked": answer_correct and not verified, "format_ok": parsed.format_ok,
         "n_gold": n_gold, "n_correct": correct, "n_pred": len(pred),
     }
+
+
+def _check_closing(g: Gold, parsed: Parsed) -> tuple[int, int]:
+    """(bad_given, bad_solve) of a completion. bad_given: quotes `We know V = value` of a gold quantity with
+    another value than its true one, or of a letter nothing Defined; in reverse mode also 1 if the queried
+    quantity (whose value the problem gives) is never quoted. bad_solve (reverse mode): closing equations
+    false at the true x, plus 1 if x is not solved, or solved to another value than the true one or the
+    answer."""
+    bad_given = 0
+    quoted_query = False
+    x = g.x or 0  # forward mode: every gold form is a constant (0, value)
+    for name, form in parsed.quotes:
+        gold = g.forms.get(name)
+        if gold is None:
+            bad_given += name.startswith("<")  # an unresolved letter; a non-gold quantity is not checked
+        else:
+            bad_given += form != (0, gold[0] * x + gold[1])
+            quoted_query |= name == g.query
+    if g.x is None:
+        return bad_given, 0
+    bad_solve = sum(len({a * x + b for a, b in forms}) > 1 for forms in parsed.equations)
+    solved = parsed.solved
+    bad_solve += solved is None or solved[1] != x or (parsed.answer is not None and solved[1] != parsed.answer)
+    return bad_given + (not quoted_query), bad_solve
 
 
 def clear_caches() -> None:
@@ -490,11 +606,12 @@ REWARD_KINDS = ("outcome", "process", "strict")
 
 
 def process_penalty(result: dict) -> int:
-    """Faults of one verify() result, as the authors' process reward counts them:
-    value_mismatch + dep_mismatch + missing + min(extra, |V|) + answer_mismatch (0/1)."""
+    """Faults of one verify() result, as the authors' process reward counts them --
+    value_mismatch + dep_mismatch + missing + min(extra, |V|) + answer_mismatch (0/1) -- plus the faults
+    their verifier does not see: contradiction + bad_given + bad_solve."""
     n = result["n_gold"]
     return (result["value_mismatch"] + result["dep_mismatch"] + result["missing"] + min(result["extra"], n)
-            + (not result["answer_correct"]))
+            + (not result["answer_correct"]) + result["contradiction"] + result["bad_given"] + result["bad_solve"])
 
 
 def reward(result: dict, kind: str = "outcome", alpha: float = 0.2) -> float:
@@ -633,7 +750,7 @@ def summarize(results: list[dict], by: str = "all", bands: dict[str, tuple[int, 
             "hacked_of_right": hacked / right if right else 0.0,
             "format_ok": sum(bool(r["format_ok"]) for r in rs) / n,
         }
-        for key in ("value_mismatch", "dep_mismatch", "missing", "extra"):
+        for key in ("value_mismatch", "dep_mismatch", "missing", "extra", "contradiction", "bad_given", "bad_solve"):
             row[key] = sum(r[key] for r in rs) / n
         out[g] = row
     return out
@@ -776,7 +893,8 @@ def describe_mistake(rec: dict, res: dict) -> str:
     what = "right answer, unfaithful steps" if res["hacked"] else "wrong answer" if res["answer"] is not None \
         else "no answer"
     faults = ", ".join(f"{res[k]} {k.replace('_', ' ')}" for k in ("missing", "value_mismatch", "dep_mismatch",
-                                                                    "extra") if res[k])
+                                                                    "extra", "contradiction", "bad_given",
+                                                                    "bad_solve") if res[k])
     return (f"[{rec['id']} op {rec['op']} {rec['context']} {rec['mode']}] {what}: answered {res['answer']}, "
             f"expected {rec['answer']}; {res['n_correct']}/{res['n_gold']} steps right"
             + (f" ({faults})" if faults else "") + ("" if res["finished"] else "; cut at max_new_tokens"))

@@ -115,6 +115,20 @@ def test_evaluator_random_expressions():
     assert checked > 1000
 
 
+def test_memoised_forms_equal_the_evaluator():
+    """_form_of reads plain numbers and two-number arithmetic without the parser: same forms, ints where whole."""
+    rng = random.Random(12)
+    texts = ["7", "0", "007", "-3", "x", "2*x + 18", "12 / 5", "-12 / -4", "3 / 0", "0 / 3", "999999999999 * 2"]
+    texts += [f"{rng.randint(-99, 99)} {rng.choice('+-*/')} {rng.randint(-99, 99)}" for _ in range(2000)]
+    for text in texts:
+        E.clear_caches()
+        want = E.evaluate_linear(text)
+        got = E._form_of(text)
+        assert (got is None) == (want is None), text
+        if got is not None:
+            assert got == want and all(isinstance(c, int) for c in got if c == int(c)), text
+
+
 def test_evaluator_never_raises_on_fuzz():
     rng = random.Random(6)
     alphabet = "0123456789x+-*/() .=;aZ\u00e9\u0663"
@@ -152,6 +166,7 @@ def assert_parses_to_gold(rec, completion):
     assert res["verified"] and res["answer_correct"] and res["format_ok"] and not res["hacked"]
     assert res["process_acc"] == 1.0 and res["extra"] == 0 and res["n_gold"] == len(nodes)
     assert res["value_mismatch"] == res["dep_mismatch"] == res["missing"] == 0
+    assert res["contradiction"] == res["bad_given"] == res["bad_solve"] == 0
     return parsed
 
 
@@ -291,6 +306,120 @@ def test_single_corruptions_are_detected(records):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Unfaithful completions that state the gold steps *and* something that contradicts them are not verified;
+# consistent variants (re-stated steps, distractor steps, valid re-orderings) still are
+
+CLOSING_AT = re.compile(r" We know [A-Za-z] = ")
+
+
+def split_closing(solution):
+    """(steps text, closing text): the reverse-mode closing starts at ` We know`; forward has none."""
+    m = CLOSING_AT.search(solution)
+    return (solution, "") if m is None else (solution[:m.start()], solution[m.start():])
+
+
+def last_clause_of(step, var):
+    """(start, end) of the step's final `so V = ...` clause, the end at its closing period."""
+    at = step.rfind(f"so {var} = ")
+    return at, step.find(".", at)
+
+
+def restate_step(rec, rng, wrong):
+    """One gold step Defined again after the last step, as written (wrong=False) or with its value + 1."""
+    body, closing = split_closing(rec["solution"])
+    pre, steps = steps_of(body)
+    cands = [s for s in steps if f"so {HEAD.match(s).group(2)} = " in s]
+    s = rng.choice(cands).rstrip() + " "
+    if wrong:
+        at, end = last_clause_of(s, HEAD.match(s).group(2))
+        s = s[:end] + " + 1" + s[end:]
+    return pre + "".join(steps).rstrip() + " " + s.rstrip() + closing
+
+
+def restate_clause(rec, rng, wrong_first):
+    """A step's variable assigned twice in the step: once from another quantity's letter (not a parent of the
+    step), with the same value, before (wrong_first) or after the gold clause."""
+    body, closing = split_closing(rec["solution"])
+    pre, steps = steps_of(body)
+    heads = [HEAD.match(s) for s in steps]
+    name_of = {h.group(2): h.group(1) for h in heads}
+    parents = {n["name"]: set(n["parents"]) for n in rec["graph"]["nodes"]}
+    cands = [i for i, h in enumerate(heads) if f"so {h.group(2)} = " in steps[i]]
+    i = rng.choice(cands)
+    var, name = heads[i].group(2), heads[i].group(1)
+    others = [v for v in name_of if v != var and name_of[v] not in parents[name]] or \
+        [c for c in "MNOPQRSTUVW" if c not in name_of][:1]  # else a letter nothing Defines
+    u = rng.choice(others)
+    s = steps[i]
+    at, end = last_clause_of(s, var)
+    value = s[at:end].rsplit(" = ", 1)[-1]
+    extra = f"{var} = {u} = {value}"
+    steps[i] = s[:at] + extra + "; " + s[at:] if wrong_first else s[:end] + "; so " + extra + s[end:]
+    return pre + "".join(steps).rstrip() + closing
+
+
+def misquote_given(rec):
+    body, closing = split_closing(rec["solution"])
+    m = re.match(r" We know ([A-Za-z]) = (-?[0-9]+),", closing)
+    return body + closing.replace(m.group(0), f" We know {m.group(1)} = {int(m.group(2)) + 1},", 1)
+
+
+def missolve(rec):
+    """The closing's last value (the solved x) changed; the answer left right."""
+    body, closing = split_closing(rec["solution"])
+    head, value = closing.rstrip(".").rsplit(" = ", 1)
+    return body + f"{head} = {int(value) + 1}."
+
+
+def reorder_steps(rec, rng):
+    """Two adjacent steps swapped where the later does not use the earlier (a valid topological order)."""
+    body, closing = split_closing(rec["solution"])
+    pre, steps = steps_of(body)
+    steps = [s.rstrip() + " " for s in steps]
+    ok = [i for i in range(len(steps) - 1)
+          if HEAD.match(steps[i]).group(2) not in LETTER_TOKEN.findall(steps[i + 1][HEAD.match(steps[i + 1]).end():])]
+    if not ok:
+        return None
+    i = rng.choice(ok)
+    steps[i], steps[i + 1] = steps[i + 1], steps[i]
+    return pre + "".join(steps).rstrip() + closing
+
+
+def test_contradicting_statements_are_not_verified(records):
+    rng = random.Random(11)
+    seen = {"forward": 0, "reverse": 0}
+    for rec in records[:1500]:
+        reverse = rec["mode"] == "reverse" and rec["graph"]["unknown"] is not None
+        seen["reverse" if reverse else "forward"] += 1
+        # 1. a gold quantity Defined again with another value
+        r = E.verify(rec, with_solution(rec, restate_step(rec, rng, wrong=True)))
+        assert not r["verified"] and r["contradiction"] == 1 and r["hacked"], rec["solution"]
+        assert E.reward(r, "strict") == 0 and E.reward(r, "process") < 1
+        # ... and Defined again consistently: allowed (an extra node)
+        r = E.verify(rec, with_solution(rec, restate_step(rec, rng, wrong=False)))
+        assert r["verified"] and r["contradiction"] == 0 and r["extra"] == 1
+        # 4. a step assigns its variable twice, once from a quantity that is not its parent
+        for wrong_first in (True, False):
+            r = E.verify(rec, with_solution(rec, restate_clause(rec, rng, wrong_first)))
+            assert not r["verified"] and r["contradiction"] == 1 and r["dep_mismatch"] == wrong_first
+        # a valid re-ordering of the steps
+        sol = reorder_steps(rec, rng)
+        if sol is not None:
+            assert E.verify(rec, with_solution(rec, sol))["verified"], sol
+        if reverse:
+            # 2. the unknown solved to another value, the answer right
+            r = E.verify(rec, with_solution(rec, missolve(rec)))
+            assert not r["verified"] and r["bad_solve"] >= 1 and r["hacked"] and r["process_acc"] == 1
+            # 3. the given value misquoted
+            r = E.verify(rec, with_solution(rec, misquote_given(rec)))
+            assert not r["verified"] and r["bad_given"] == 1 and r["hacked"] and r["process_acc"] == 1
+            # no closing at all: the steps do not reach the answer
+            r = E.verify(rec, with_solution(rec, split_closing(rec["solution"])[0]))
+            assert not r["verified"] and r["bad_solve"] == 1 and r["bad_given"] == 1
+    assert seen["forward"] > 500 and seen["reverse"] > 500
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Robustness: garbage never crashes, never takes long, never verifies
 
 def check_fast(rec, text, limit=0.5):
@@ -361,7 +490,11 @@ def test_repeated_defines(records):
     assert r["verified"] and r["extra"] == 1000 and E.reward(r, "strict") == 0
     wrong_repeat = SPEC_SOLUTION.replace("so p = 2.", "so p = 2. Define adult parrot in South Zoo as p; so p = 3.")
     r = E.verify(rec, with_solution(rec, wrong_repeat))
-    assert r["value_mismatch"] == 0 and r["extra"] == 1
+    assert r["value_mismatch"] == 0 and r["extra"] == 1 and r["contradiction"] == 1 and not r["verified"]
+    assert r["hacked"] and E.reward(r, "strict") == 0 and E.process_penalty(r) == 2
+    # a repeat with no assignment asserts nothing new
+    r = E.verify(rec, with_solution(rec, SPEC_SOLUTION + " Define adult parrot in South Zoo as Q;"))
+    assert r["verified"] and r["contradiction"] == 0 and r["extra"] == 1
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -383,14 +516,29 @@ def test_letters_inside_words_and_unresolved_letters():
 
 def test_assignments_to_other_letters_do_not_change_the_step():
     rec = spec_record()
-    sol = SPEC_SOLUTION.replace("so g = p + q = 2 + 5 = 7.",
-                                "so g = p + q = 2 + 5 = 7. We know g = 9, so x = 4; so Y = 12.")
+    sol = SPEC_SOLUTION.replace("so p = 2.", "so p = 2; Y = 12; so x = 4.")
     assert E.verify(rec, with_solution(rec, sol))["verified"]
-    # the last assignment to the step's own letter wins
-    sol = SPEC_SOLUTION.replace("so p = 2.", "p = 3; so p = 2.")
-    assert E.verify(rec, with_solution(rec, sol))["verified"]
-    sol = SPEC_SOLUTION.replace("so p = 2.", "so p = 2; p = 3.")
-    assert E.verify(rec, with_solution(rec, sol))["value_mismatch"] == 1
+    # a quote of a quantity must be its true value (forward mode: every gold value is known)
+    for quote, bad in (("We know g = 7", 0), ("We know g = 9", 1), ("We know z = 9", 1)):
+        r = E.verify(rec, with_solution(rec, SPEC_SOLUTION + f" {quote}, so x = 4."))
+        assert r["bad_given"] == bad and r["verified"] == (not bad) and r["bad_solve"] == 0
+
+
+def test_one_rule_for_repeated_assignments():
+    """The first assignment to a quantity is the node; a later one that disagrees is a contradiction, whether
+    it is in the same step or in a repeated Define. Consistent re-statements are allowed."""
+    rec = spec_record()
+    for before, after, value_mm, contradiction in (
+            ("so p = 2.", "p = 3; so p = 2.", 1, 1),
+            ("so p = 2.", "so p = 2; p = 3.", 0, 1),
+            ("so p = 2.", "so p = 2; so p = 2.", 0, 0),
+            ("so p = 2.", "so p = 2; so p = 1 + 1.", 0, 0),  # the same value, written otherwise
+            ("so q = 3 + Y", "so q = p + 3 = 5; so q = 3 + Y", 0, 0),  # the same parent, directly
+            ("so q = 3 + Y", "so q = g + 3 = 5; so q = 3 + Y", 0, 1),  # another parent first
+            ("so q = 3 + Y = 3 + 2 = 5.", "so q = 3 + Y = 3 + 2 = 5; so q = g = 5.", 0, 1)):
+        r = E.verify(rec, with_solution(rec, SPEC_SOLUTION.replace(before, after)))
+        assert (r["value_mismatch"], r["contradiction"]) == (value_mm, contradiction), after
+        assert r["verified"] == (not value_mm and not contradiction), after
 
 
 def test_whitespace_in_names_and_solution_end():
