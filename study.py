@@ -11,7 +11,9 @@ Studies (SPEC §1): edge (F1), context (F2), midtrain (F3), process_reward (F4),
 A.7), crossover (Yue et al.: pass@k curves of base vs RL up to large k), weak_supervision (scarce data, noisy
 and majority-vote rewards). Scales: micro (CI smoke run), tiny (CPU), small (one GPU), paper (SPEC §7).
 Smaller scales shrink the op ranges but keep their meaning: ID = the pre-training range, edge = just beyond
-it, hard = far beyond it.
+it, hard = far beyond it. Except at micro scale, edge and hard are not fixed but read off the base model's
+verified pass@k per op (its ladder) by a rule written here before any run (BAND_RULE, SPEC §7): where the base
+model has no edge, the study stops before RL and reports "precondition not met".
 
 Every job writes into runs/<scale>/<job>/ and is skipped when its output is already there (a training job
 that was interrupted resumes from its last checkpoint), so re-running a study only does what is missing, and
@@ -62,10 +64,10 @@ class Scale:
     budget_rl_steps: int = 0  # midtrain study: RL steps that the whole budget T buys (beta = 1)
     weak_pool_sizes: tuple = (8, 64)  # scarce-data RL pools (plus the full pool)
     seconds_hint: str = ""  # expected wall time of the edge study, for the log
+    ladder: tuple = ()  # op range of the base model's ladder; set: edge and hard are measured, not fixed
+    rl_seeds: int = 1  # RL runs (seeds) on the edge pool
 
 
-PAPER_BANDS = {"ID": (2, 10), "edge": (11, 14), "hard": (15, 20)}
-PAPER_POOLS = {"ID": (7, 10), "mixed": (9, 12), "edge": (11, 14), "hard": (17, 20)}
 
 SCALES = {
     "micro": Scale(bands={"ID": (2, 3), "edge": (4, 4), "hard": (5, 6)},
@@ -75,16 +77,17 @@ SCALES = {
                    crossover_n=4, context_ops=(2, 4), contexts="zoo", budget_rl_steps=2, weak_pool_sizes=(4,),
                    seconds_hint="about a minute"),
     # 2 CPU cores: one context, op 2-3 in pre-training (a 1M-parameter model learns only that much in ~15 min)
-    "tiny": Scale(bands={"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)},
-                  pools={"ID": (3, 3), "mixed": (3, 4), "edge": (4, 5), "hard": (6, 7)},
+    "tiny": Scale(bands={"ID": (2, 3)}, pools={}, ladder=(2, 8), rl_seeds=2,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=160, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
                   seconds_hint="about 25 minutes on 2 CPU cores"),
-    "small": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="small"), grpo=dict(preset="small"),
+    "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
+                   pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
                    budget_rl_steps=100,
                    seconds_hint="not yet timed on a GPU; target about 20 minutes per study on one H100"),
-    "paper": Scale(bands=PAPER_BANDS, pools=PAPER_POOLS, pretrain=dict(preset="paper"), grpo=dict(preset="paper"),
+    "paper": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
+                   pretrain=dict(preset="paper"), grpo=dict(preset="paper"),
                    eval_per_op=100, eval_n=128, eval_max_new=1024, crossover_n=1024, context_ops=(2, 20),
                    budget_rl_steps=200,
                    seconds_hint="not run here; pre-training alone is 6e18 FLOPs, ~4 h on one H100 at 40% MFU"),
@@ -93,6 +96,79 @@ SCALES = {
 
 def ops(rng: tuple) -> str:
     return f"{rng[0]}-{rng[1]}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measured bands: where the base model's edge of competence lies is read off its op ladder, by a rule fixed here
+
+@dataclass(frozen=True)
+class BandRule:
+    """How the bands are chosen from the base model's verified pass@k per op (its ladder). ID is the
+    pre-training range. Edge: the first ops above ID whose pass@K (K = the evaluation's samples per problem)
+    lies in `edge_passk` and whose pass@1 is at most `edge_max_pass1`, up to `max_width` consecutive ops. Hard:
+    the first ops above the edge with no verified sample among at least `hard_min_samples`, up to `max_width`
+    consecutive ops. No edge op, or no hard op, and the study stops before RL: precondition not met."""
+    edge_passk: tuple = (0.05, 0.60)
+    edge_max_pass1: float = 0.15
+    hard_min_samples: int = 512
+    max_width: int = 4
+
+    def describe(self) -> str:
+        return (f"edge = the first ops above ID with verified pass@K in [{self.edge_passk[0]:.0%}, "
+                f"{self.edge_passk[1]:.0%}] and pass@1 <= {self.edge_max_pass1:.0%}; hard = the first ops above the "
+                f"edge with 0 verified of >= {self.hard_min_samples} samples (each at most {self.max_width} ops)")
+
+
+BAND_RULE = BandRule()
+
+
+def _run_from(ladder: dict, start: int, keep, width: int) -> tuple | None:
+    """The consecutive ops from `start` for which keep(op) holds, at most `width` of them (None if start fails)."""
+    if start not in ladder or not keep(start):
+        return None
+    end = start
+    while end + 1 in ladder and keep(end + 1) and end + 1 - start < width:
+        end += 1
+    return start, end
+
+
+def choose_bands(ladder: dict, id_range: tuple, rule: BandRule = BAND_RULE) -> tuple[dict | None, str]:
+    """(bands, why) from a ladder {op: {"pass1", "passk", "samples", "verified"}}; bands is None when the
+    preconditions of an edge study do not hold at this scale."""
+    def is_edge(op):
+        r = ladder[op]
+        return rule.edge_passk[0] <= r["passk"] <= rule.edge_passk[1] and r["pass1"] <= rule.edge_max_pass1
+
+    def is_hard(op):
+        return ladder[op]["verified"] == 0 and ladder[op]["samples"] >= rule.hard_min_samples
+
+    above = sorted(op for op in ladder if op > id_range[1])
+    edge = next((run for op in above if (run := _run_from(ladder, op, is_edge, rule.max_width))), None)
+    if edge is None:
+        return None, "no op above the pre-training range is at the model's edge (" + rule.describe() + ")"
+    hard = next((run for op in above if op > edge[1] and (run := _run_from(ladder, op, is_hard, rule.max_width))),
+                None)
+    if hard is None:
+        return None, (f"edge = op {ops(edge)}, but no op above it is out of reach with enough samples: the ladder "
+                      f"stops too early or evaluates too few samples (" + rule.describe() + ")")
+    return {"ID": tuple(id_range), "edge": edge, "hard": hard}, "measured: " + rule.describe()
+
+
+def pools_from_bands(bands: dict) -> dict:
+    """The RL pools of the edge study, placed as the paper's are around its bands (ID 2-10, edge 11-14, hard
+    15-20 -> pools 7-10, 9-12, 11-14, hard): the top of ID, straddling ID and edge, the edge, far beyond."""
+    (lo, hi), (e_lo, e_hi) = bands["ID"], bands["edge"]
+    return {"ID": (max(lo, hi - 3), hi), "mixed": (max(lo, hi - 1), min(e_hi, e_lo + 1)), "edge": (e_lo, e_hi),
+            "hard": bands["hard"]}
+
+
+def chance_rate(op: int, contexts: str, n: int = 2000) -> float:
+    """The outcome reward's chance level at an op: the probability that two answers drawn from the op's answer
+    distribution agree (sum of squared answer frequencies over n generated problems)."""
+    counts: dict = {}
+    for rec in datagen.generate(f"ops={op} contexts={contexts}", n, seed=7, split="test"):
+        counts[rec["answer"]] = counts.get(rec["answer"], 0) + 1
+    return sum((c / n) ** 2 for c in counts.values())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -125,6 +201,9 @@ class Context:
 
     def __init__(self, scale_name: str, runs_dir: str, reports_dir: str, workers: int):
         self.name, self.sc = scale_name, SCALES[scale_name]
+        # fixed bands, or (scales with a ladder) ID only until measure_bands() reads edge and hard off the base
+        self.bands, self.pools = dict(self.sc.bands), dict(self.sc.pools)
+        self.ladder: dict = {}  # op -> the base model's verified pass@k there, once measured
         self.dir = Path(runs_dir) / scale_name
         self.reports = Path(reports_dir)
         self.tokenizer = self.dir / "tokenizer.json"
@@ -167,8 +246,16 @@ class Context:
         return Job(f"eval-{model_job}{suffix}", "eval", conf)
 
     def all_bands_evalset(self) -> Path:
-        """The held-out set of every study but `context`: every op from the bottom of ID to the top of hard."""
-        return self.evalset("all-bands", (self.sc.bands["ID"][0], self.sc.bands["hard"][1]))
+        """The held-out set of every study but `context`: every op from the bottom of ID to the top of hard (of
+        the ladder, where bands are measured)."""
+        top = self.sc.ladder[1] if self.sc.ladder else self.sc.bands["hard"][1]
+        return self.evalset("all-bands", (self.sc.bands["ID"][0], top))
+
+    def ladder_job(self) -> Job:
+        """The base model's evaluation on every op of the all-bands set: its ladder, and its row in the reports."""
+        job = self.eval("base", self.all_bands_evalset(), self.sc.eval_n, self.sc.bands)
+        job.note = "the base model on every op: its ladder"
+        return job
 
     def evalset(self, name: str, op_range: tuple, contexts: str = "", modes: str = "forward") -> Path:
         """A fixed held-out set (split test): exactly eval_per_op problems for every op of the range."""
@@ -189,25 +276,29 @@ class Context:
 # Studies: which jobs each finding needs
 
 def plan_edge(ctx: Context, plan: Plan) -> None:
-    """F1: base vs RL on four pools (top of ID, mixed, edge, far beyond), evaluated on every band."""
+    """F1: base vs RL on four pools (top of ID, mixed, edge, far beyond), evaluated on every band; the edge pool
+    with `rl_seeds` seeds."""
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
-    for pool, rng in sc.pools.items():
-        job = plan.add(ctx.grpo(f"rl-{pool}", base, rng, note=f"RL on op {ops(rng)} ({pool} pool)"))
-        plan.evals[f"RL {pool} ({ops(rng)})"] = plan.add(ctx.eval(job, evalset, sc.eval_n, sc.bands))
+    plan.evals["base"] = plan.add(ctx.ladder_job())
+    for pool, rng in ctx.pools.items():
+        for seed in range(sc.rl_seeds if pool == "edge" else 1):
+            tag = f" seed {seed}" if seed else ""
+            job = plan.add(ctx.grpo(f"rl-{pool}" + (f"-s{seed}" if seed else ""), base, rng, seed=seed,
+                                    note=f"RL on op {ops(rng)} ({pool} pool){tag}"))
+            plan.evals[f"RL {pool} ({ops(rng)}){tag}"] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 
 def plan_crossover(ctx: Context, plan: Plan) -> None:
     """Yue et al.: the same base and RL-on-edge models as `edge`, sampled many more times."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    rl = plan.add(ctx.grpo("rl-edge", base, sc.pools["edge"], note=f"RL on op {ops(sc.pools['edge'])} (edge pool)"))
+    rl = plan.add(ctx.grpo("rl-edge", base, ctx.pools["edge"], note=f"RL on op {ops(ctx.pools['edge'])} (edge pool)"))
     evalset = ctx.all_bands_evalset()
     suffix = f"-n{sc.crossover_n}"
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, sc.bands, suffix))
-    plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, sc.bands, suffix))
+    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, ctx.bands, suffix))
+    plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, ctx.bands, suffix))
 
 
 CONTEXT_EXPOSURES = (0, 0.1, 1, 10)  # % of pre-training data in context B (teachers), at its lowest op only
@@ -241,10 +332,10 @@ def plan_midtrain(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
-    probe = ctx.grpo("probe", base, sc.pools["edge"]).config
-    step_cost = rl_step_tokens(probe, prompt_len=mean_prompt_tokens(sc.pools["edge"]))
+    probe = ctx.grpo("probe", base, ctx.pools["edge"]).config
+    step_cost = rl_step_tokens(probe, prompt_len=mean_prompt_tokens(ctx.pools["edge"]))
     budget = sc.budget_rl_steps * step_cost  # T, in token-equivalents
-    mid_recipe = ctx.recipe(f"{ops(sc.bands['ID'])}:{1 - sc.mid_share:g},{ops(sc.pools['edge'])}:{sc.mid_share:g}")
+    mid_recipe = ctx.recipe(f"{ops(ctx.bands['ID'])}:{1 - sc.mid_share:g},{ops(ctx.pools['edge'])}:{sc.mid_share:g}")
     batch = ctx.pretrain("probe", mid_recipe).config["batch_tokens"]
     for beta in MID_BETAS:
         init = base
@@ -255,10 +346,10 @@ def plan_midtrain(ctx: Context, plan: Plan) -> None:
         rl_steps = round(beta * budget / step_cost)
         last = init
         if rl_steps > 0:
-            last = plan.add(ctx.grpo(f"rl-b{beta:g}", init, sc.pools["edge"], max_steps=rl_steps,
+            last = plan.add(ctx.grpo(f"rl-b{beta:g}", init, ctx.pools["edge"], max_steps=rl_steps,
                                      eval_every=max(1, rl_steps // 4), note=f"RL {rl_steps} steps"))
         label = f"beta={beta:g}"
-        plan.evals[label] = plan.add(ctx.eval(last, evalset, sc.eval_n, sc.bands))
+        plan.evals[label] = plan.add(ctx.eval(last, evalset, sc.eval_n, ctx.bands))
 
 
 def mean_prompt_tokens(op_range: tuple) -> int:
@@ -276,11 +367,11 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
+    plan.evals["base"] = plan.add(ctx.ladder_job())
     for label, kw in PROCESS_VARIANTS.items():
         name = "rl-edge" if label == "outcome" else "rl-edge-" + label.replace(" ", "").replace("=", "").replace(".", "")
-        job = plan.add(ctx.grpo(name, base, sc.pools["edge"], note=f"RL on edge, {label} reward", **kw))
-        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, sc.bands))
+        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label} reward", **kw))
+        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 
 HARD_SHARES = (0, 20, 50, 100)  # % of pre-training on the upper third of the ID range (appendix A.7)
@@ -288,31 +379,31 @@ HARD_SHARES = (0, 20, 50, 100)  # % of pre-training on the upper third of the ID
 
 def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
-    lo, hi = sc.bands["ID"]
+    lo, hi = ctx.bands["ID"]
     cut = hi - max(1, (hi - lo + 1) // 3) + 1  # the upper range, e.g. op 8-10 of 2-10
     evalset = ctx.all_bands_evalset()
     for h in HARD_SHARES:
         recipe = ctx.recipe(f"{cut}-{hi}" if h == 100 else f"{lo}-{cut - 1}" if h == 0 else
                             f"{lo}-{cut - 1}:{1 - h / 100:g},{cut}-{hi}:{h / 100:g}")
         base = plan.add(ctx.pretrain(f"base-hard{h}", recipe, note=f"{h}% of pre-training on op {cut}-{hi}"))
-        rl = plan.add(ctx.grpo(f"rl-hard{h}", base, sc.pools["edge"], note="RL on the edge pool"))
-        plan.evals[f"hard {h}%"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
-        plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, sc.bands))
+        rl = plan.add(ctx.grpo(f"rl-hard{h}", base, ctx.pools["edge"], note="RL on the edge pool"))
+        plan.evals[f"hard {h}%"] = plan.add(ctx.eval(base, evalset, sc.eval_n, ctx.bands))
+        plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, ctx.bands))
 
 
 def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
-    plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.eval_n, sc.bands))
+    plan.evals["base"] = plan.add(ctx.ladder_job())
     variants = {"all prompts": dict()}
     variants.update({f"{k} prompts": dict(pool_size=k) for k in sc.weak_pool_sizes})
     variants.update({"noise 0.1": dict(reward_noise=0.1), "noise 0.3": dict(reward_noise=0.3),
                      "majority vote": dict(pseudo_label="majority")})
     for label, kw in variants.items():
         name = "rl-edge" if not kw else "rl-weak-" + "".join(c for c in label if c.isalnum())
-        job = plan.add(ctx.grpo(name, base, sc.pools["edge"], note=f"RL on edge, {label}", **kw))
-        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, sc.bands))
+        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label}", **kw))
+        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 
 PLANNERS = {"edge": plan_edge, "context": plan_context, "midtrain": plan_midtrain,
@@ -405,7 +496,7 @@ def sample_profile(ctx: Context, job_name: str, lo: int, hi: int) -> dict:
 def profile_table(ctx: Context, plan: Plan) -> tuple[str, dict]:
     rows, numbers = [], {}
     for label, job in plan.evals.items():
-        for band, (lo, hi) in ctx.sc.bands.items():
+        for band, (lo, hi) in ctx.bands.items():
             p = numbers.setdefault(label, {})[band] = sample_profile(ctx, job, lo, hi)
             rows.append([label, f"{band} (op {lo}-{hi})", p["samples"], pct(p["answer"]), pct(p["verified"]),
                          pct(p["hacked"]), pct(p["too_few_steps"]),
@@ -462,6 +553,53 @@ def pass_table(ctx: Context, plan: Plan, bands: dict, ks: list[int], metric: str
 # ----------------------------------------------------------------------------------------------------------------
 # Reports
 
+def ladder_of(ctx: Context, job_name: str) -> dict:
+    """The base model's ladder from its evaluation: per op, verified pass@1 and pass@K (K = samples per problem),
+    the samples and how many were verified, and the outcome reward's chance level."""
+    _, pp = eval_results(ctx, job_name)
+    ladder = {}
+    for op in sorted({p["op"] for p in pp.values()}):
+        probs = [p for p in pp.values() if p["op"] == op]
+        n = min(p["n"] for p in probs)
+        ladder[op] = {"problems": len(probs), "n": n,
+                      "pass1": mean_se([evaluate.pass_at_k(p["n"], p["c_verified"], 1) for p in probs])[0],
+                      "passk": mean_se([evaluate.pass_at_k(p["n"], p["c_verified"], n) for p in probs])[0],
+                      "samples": sum(p["n"] for p in probs), "verified": sum(p["c_verified"] for p in probs),
+                      "answer_passk": mean_se([evaluate.pass_at_k(p["n"], p["c_answer"], n) for p in probs])[0],
+                      "chance": chance_rate(op, ctx.sc.contexts)}
+    return ladder
+
+
+def measure_bands(ctx: Context) -> str:
+    """Read the bands off the base model's ladder (its evaluation must exist): sets ctx.ladder, and ctx.bands and
+    ctx.pools when an edge and a hard band qualify. Returns why (or why not)."""
+    ctx.ladder = ladder_of(ctx, ctx.ladder_job().name)
+    bands, why = choose_bands(ctx.ladder, ctx.sc.bands["ID"])
+    if bands is not None:
+        ctx.bands, ctx.pools = bands, pools_from_bands(bands)
+    return why
+
+
+def ladder_section(ctx: Context, why: str) -> list[str]:
+    """The report's account of how the bands were chosen: the rule, the ladder, the chosen bands and pools."""
+    if not ctx.ladder:
+        return []  # bands fixed by the scale
+    band_of = {op: name for name, (lo, hi) in ctx.bands.items() for op in range(lo, hi + 1)}
+    k = max(r["n"] for r in ctx.ladder.values())
+    rows = [[op, f"{r['problems']} x {r['n']}", pct(r["pass1"]), pct(r["passk"]), f"{r['verified']}/{r['samples']}",
+             pct(r["answer_passk"]), pct(r["chance"]), band_of.get(op, "-")] for op, r in ctx.ladder.items()]
+    lines = ["## The base model's ladder and the bands read off it", "",
+             f"Rule, fixed in `study.py` before any run: {BAND_RULE.describe()}. Result: {why}.", "",
+             markdown_table(["op", "problems x samples", "verified pass@1", f"verified pass@{k}", "verified samples",
+                             f"answer pass@{k}", "chance that two answers agree", "band"], rows), "",
+             "*Chance that two answers agree*: the outcome reward's chance level at that op (two draws from the op's "
+             "answer distribution, 2,000 problems) -- a right answer is worth little as evidence where it is high.",
+             ""]
+    if ctx.pools:
+        lines += ["RL pools: " + ", ".join(f"{k} = op {ops(v)}" for k, v in ctx.pools.items()) + ".", ""]
+    return lines
+
+
 PAPER_SAYS = {
     "edge": "RL raises pass@k at all k (pass@128 too) only when its data sit at the model's edge of competence. "
             "Paper, OOD-edge (op 11-14): base pass@1 ~17, pass@128 ~43.5; RL on op 11-14: pass@1 ~51, pass@128 "
@@ -486,51 +624,85 @@ PAPER_SAYS = {
 }
 
 
-def verdict_line(ok: bool | None, text: str) -> str:
-    mark = {True: "**Reproduced**", False: "**Not reproduced**", None: "**Inconclusive**"}[ok]
+def verdict_line(ok: bool | None | str, text: str) -> str:
+    """ok: True / False / None (inconclusive) / "precondition" (the setup the finding needs does not hold)."""
+    mark = {True: "**Reproduced**", False: "**Not reproduced**", None: "**Inconclusive**",
+            "precondition": "**Precondition not met**"}[ok]
     return f"{mark}: {text}"
 
 
+# What the edge study must show to count as reproducing F1, fixed before any run: the base model solves ID
+# (pass@K >= 95 %), is at its edge on the edge band (5-60 %) and nowhere on hard (<= 2 %); RL on the edge pool
+# then raises edge-band pass@K by >= 10 points and >= 2 standard errors (paired over problems, mean over seeds)
+# and raises pass@1, while RL on the in-range and far-too-hard pools moves edge pass@K by under a third of that.
+EDGE_CRITERIA = {"id_min": 0.95, "edge": (0.05, 0.60), "hard_max": 0.02, "gain_min": 0.10, "gain_se": 2.0,
+                 "others_frac": 1 / 3}
+
+
+def edge_verdict(base: dict, gain: tuple, gain_pass1: float, others: dict, k: int) -> tuple[bool | None | str, str]:
+    """base: the base model's pass@K per band; gain: (delta, SE) of edge-band pass@K after RL on the edge pool;
+    gain_pass1: the same for pass@1; others: {pool: delta of edge-band pass@K} for the ID and hard pools."""
+    c = EDGE_CRITERIA
+    failed = [f"{band} pass@{k} {pct(base[band])} % is not {want}" for band, good, want in (
+        ("ID", base["ID"] >= c["id_min"], f">= {c['id_min']:.0%}"),
+        ("edge", c["edge"][0] <= base["edge"] <= c["edge"][1], f"in {c['edge'][0]:.0%}-{c['edge'][1]:.0%}"),
+        ("hard", base["hard"] <= c["hard_max"], f"<= {c['hard_max']:.0%}")) if not good]
+    if failed:
+        return "precondition", "the base model " + "; ".join(failed) + " (SPEC §1: RL can only extend an edge)."
+    d, se = gain
+    if se != se:
+        return None, "no standard error for the edge-band change."
+    small = all(abs(o) < c["others_frac"] * d for o in others.values())
+    ok = d >= c["gain_min"] and d >= c["gain_se"] * se and gain_pass1 > 0 and small
+    return ok, (f"RL on the edge pool changes edge-band pass@{k} by {pct(d)} points (SE {pct(se)}; needed >= "
+                f"{100 * c['gain_min']:.0f} and >= {c['gain_se']:g} SE) and pass@1 by {pct(gain_pass1)}; the other "
+                f"pools change it by " + ", ".join(f"{name} {pct(o)}" for name, o in others.items())
+                + f" (needed: under a third of the edge pool's).")
+
+
 def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
-    sc = ctx.sc
     reps = [load_eval(ctx, j)[0] for j in plan.evals.values()]
     n = min(rep["samples"] // rep["problems"] for rep in reps)
     ks = evaluate.default_ks(n)
-    table, numbers = pass_table(ctx, plan, sc.bands, ks)
-    lo, hi = sc.bands["edge"]
-    base = band_pass(eval_results(ctx, plan.evals["base"])[1], lo, hi, n)
-    deltas = {}
-    for label, job in plan.evals.items():
-        if label != "base":
-            deltas[label] = paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), base)
+    table, numbers = pass_table(ctx, plan, ctx.bands, ks)
+    lo, hi = ctx.bands["edge"]
+    per_k = {k: {label: band_pass(eval_results(ctx, job)[1], lo, hi, k) for label, job in plan.evals.items()}
+             for k in (1, n)}
+    base = per_k[n]["base"]
+    deltas = {label: paired_delta(v, base) for label, v in per_k[n].items() if label != "base"}
     lines = ["## pass@k (verified) by band", "", table, "",
              "Mean pass@k over problems ± standard error; *verified* = every step right and the answer right.", "",
              f"## Change in edge-band pass@{n} (verified) against the base model, paired by problem", "",
              markdown_table(["RL pool", f"Δ pass@{n}", "SE", "problems"],
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
-    edge_key = next(k for k in deltas if k.startswith("RL edge"))
-    d_edge, se_edge, _ = deltas[edge_key]
-    others = [d for k, (d, _, _) in deltas.items() if k != edge_key and not k.startswith("RL mixed")]
-    ok = None if se_edge != se_edge else (d_edge > 2 * se_edge and all(d_edge > d for d in others))
-    lines.append(verdict_line(ok, f"RL on the edge pool changes edge-band pass@{n} by {pct(d_edge)} points "
-                                  f"(SE {pct(se_edge)}); the in-range and far-too-hard pools change it by "
-                                  + ", ".join(pct(d) for d in others) + " points."))
+
+    def seed_mean(k):  # per-problem pass@k of RL on the edge pool, averaged over its seeds
+        runs = [v for label, v in per_k[k].items() if label.startswith("RL edge")]
+        return {pid: sum(r[pid] for r in runs) / len(runs) for pid in runs[0]}
+
+    d_edge, se_edge, _ = paired_delta(seed_mean(n), base)
+    d_pass1 = paired_delta(seed_mean(1), per_k[1]["base"])[0]
+    others = {k.split(" (")[0]: d for k, (d, _, _) in deltas.items() if k.startswith(("RL ID", "RL hard"))}
+    base_k = {band: numbers["base"][band][n] for band in ("ID", "edge", "hard")}
+    ok, why = edge_verdict(base_k, (d_edge, se_edge), d_pass1, others, n)
+    lines.append(verdict_line(ok, why))
     profile, profiles = profile_table(ctx, plan)
     lines += ["", "## What the samples look like, per band", "",
               "RL can only sharpen what the model sometimes does: a band where no sample is verified gives RL with "
               "the outcome reward nothing to reinforce but right answers reached by wrong steps (*hacked*). A model "
               "that writes fewer steps than the gold graph has has not learned to extend its chain that far.", "",
               profile, ""]
-    return lines, {"pass_at_k": numbers, "edge_deltas": deltas, "samples": profiles}
+    return lines, {"pass_at_k": numbers, "edge_deltas": deltas, "edge_gain_seed_mean": [d_edge, se_edge],
+                   "edge_gain_pass1": d_pass1, "samples": profiles, "verdict": ok}
 
 
 def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n = sc.crossover_n
     ks = evaluate.default_ks(n)
-    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    table, numbers = pass_table(ctx, plan, ctx.bands, ks)
     lines = ["## pass@k (verified) by band", "", table, ""]
-    crossings = {band: [numbers["RL edge"][band][k] - numbers["base"][band][k] for k in ks] for band in sc.bands}
+    crossings = {band: [numbers["RL edge"][band][k] - numbers["base"][band][k] for k in ks] for band in ctx.bands}
     d1, dn = crossings["edge"][0], crossings["edge"][-1]
     ok = None if d1 != d1 else (d1 > 0 and dn < d1)
     lines.append(verdict_line(ok, f"on the edge band RL leads the base model by {pct(d1)} points at k=1 and by "
@@ -630,8 +802,8 @@ def report_midtrain(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n = sc.eval_n
     ks = evaluate.default_ks(n)
-    table, numbers = pass_table(ctx, plan, {"edge": sc.bands["edge"], "hard": sc.bands["hard"]}, ks)
-    lo, hi = sc.bands["hard"]
+    table, numbers = pass_table(ctx, plan, {"edge": ctx.bands["edge"], "hard": ctx.bands["hard"]}, ks)
+    lo, hi = ctx.bands["hard"]
     full_rl = band_pass(eval_results(ctx, plan.evals["beta=1"])[1], lo, hi, n)
     deltas = {label: paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), full_rl)
               for label, job in plan.evals.items() if label != "beta=1"}
@@ -652,18 +824,18 @@ def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n = sc.eval_n
     ks = evaluate.default_ks(n)
-    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    table, numbers = pass_table(ctx, plan, ctx.bands, ks)
     hacked = {}
     for label, job in plan.evals.items():
         rep, _ = eval_results(ctx, job)
-        hacked[label] = {b: rep["summary"]["band"].get(b, {}).get("hacked_of_right", float("nan")) for b in sc.bands}
-    lo, hi = sc.bands["hard"]
+        hacked[label] = {b: rep["summary"]["band"].get(b, {}).get("hacked_of_right", float("nan")) for b in ctx.bands}
+    lo, hi = ctx.bands["hard"]
     outcome = band_pass(eval_results(ctx, plan.evals["outcome"])[1], lo, hi, n)
     deltas = {label: paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), outcome)
               for label, job in plan.evals.items() if label not in ("outcome", "base")}
     lines = ["## pass@k (verified) by band", "", table, "",
              "## Reward hacking: share of right answers whose steps are not verified", "",
-             markdown_table(["model", *sc.bands], [[k, *[pct(v) for v in row.values()]] for k, row in hacked.items()]),
+             markdown_table(["model", *ctx.bands], [[k, *[pct(v) for v in row.values()]] for k, row in hacked.items()]),
              "", f"## OOD-hard pass@{n} against the outcome reward, paired by problem", "",
              markdown_table(["reward", f"Δ pass@{n}", "SE", "problems"],
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
@@ -681,7 +853,7 @@ def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
 def report_pretrain_exposure(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     ks = evaluate.default_ks(sc.eval_n)
-    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    table, numbers = pass_table(ctx, plan, ctx.bands, ks)
     lines = ["## pass@k (verified) by band, before and after RL", "", table, ""]
     gains = {h: numbers[f"hard {h}% + RL"]["edge"][sc.eval_n] - numbers[f"hard {h}%"]["edge"][sc.eval_n]
              for h in HARD_SHARES}
@@ -694,7 +866,7 @@ def report_pretrain_exposure(ctx: Context, plan: Plan) -> tuple[list[str], dict]
 def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     ks = evaluate.default_ks(sc.eval_n)
-    table, numbers = pass_table(ctx, plan, sc.bands, ks)
+    table, numbers = pass_table(ctx, plan, ctx.bands, ks)
     base_rep, _ = eval_results(ctx, plan.evals["base"])
     s = base_rep["summary"]["all"]["all"]
     faithful = s["pass1_verified"] / s["pass1"] if s["pass1"] else float("nan")
@@ -726,16 +898,8 @@ def report_dir(ctx: Context, plan: Plan) -> Path:
     return ctx.reports / f"{plan.study}-{ctx.name}"
 
 
-def write_report(ctx: Context, plan: Plan, seconds: dict, device) -> Path:
-    out = report_dir(ctx, plan)
-    out.mkdir(parents=True, exist_ok=True)
-    body, numbers = REPORTERS[plan.study](ctx, plan)
-    reports = {label: eval_results(ctx, job)[0] for label, job in plan.evals.items()}
-    bands = {"B": ctx.sc.context_ops} if plan.study == "context" else ctx.sc.bands
-    evaluate.plot_pass_at_k(reports, bands, out / "pass_at_k.png", "verified",
-                            title=f"{plan.study} ({ctx.name} scale): pass@k, verified")
-    evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")
-    info = run_info(device)
+def jobs_table(ctx: Context, plan: Plan) -> str:
+    """One row per job of the plan: what it is, its main settings and its wall time."""
     job_rows = []
     for job in plan.jobs:
         spec = json.loads((ctx.run_dir(job.name) / "job.json").read_text())
@@ -747,16 +911,54 @@ def write_report(ctx: Context, plan: Plan, seconds: dict, device) -> Path:
                                 f"pool `{c['pool']}`, reward {c['reward']}, lr {c['lr']:g}",
                 "eval": lambda: f"{c['n']} samples/problem, T={c['temperature']}"}[job.kind]()
         job_rows.append([job.name, job.kind, job.note, what, f"{spec.get('seconds', 0):.0f}"])
+    return markdown_table(["job", "kind", "what", "settings", "seconds"], job_rows)
+
+
+def write_report(ctx: Context, plan: Plan, seconds: dict, device, bands_why: str = "") -> Path:
+    out = report_dir(ctx, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    if ctx.sc.ladder and plan.study != "context" and "edge" not in ctx.bands:
+        return write_precondition_report(ctx, plan, seconds, device, bands_why)
+    body, numbers = REPORTERS[plan.study](ctx, plan)
+    reports = {label: eval_results(ctx, job)[0] for label, job in plan.evals.items()}
+    bands = {"B": ctx.sc.context_ops} if plan.study == "context" else ctx.bands
+    evaluate.plot_pass_at_k(reports, bands, out / "pass_at_k.png", "verified",
+                            title=f"{plan.study} ({ctx.name} scale): pass@k, verified")
+    evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")
+    info = run_info(device)
     text = [f"# {plan.study} study, {ctx.name} scale", "",
             f"**What the paper says.** {PAPER_SAYS[plan.study]}", "",
             f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
             f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}. Bands: "
             + ", ".join(f"{k} = op {ops(v)}" for k, v in bands.items()) + ".", "",
-            "![pass@k curves](pass_at_k.png)", "", *body, "", "![pass@n by op](pass_by_op.png)", "",
-            "## Jobs", "", markdown_table(["job", "kind", "what", "settings", "seconds"], job_rows), ""]
+            "![pass@k curves](pass_at_k.png)", "", *(ladder_section(ctx, bands_why) if plan.study != "context" else []),
+            *body, "", "![pass@n by op](pass_by_op.png)", "",
+            "## Jobs", "", jobs_table(ctx, plan), ""]
     (out / "report.md").write_text("\n".join(text), encoding="utf-8")
     save_json(out / "results.json", {"study": plan.study, "scale": ctx.name, "run": info, "numbers": numbers,
+                                     "bands": ctx.bands, "ladder": ctx.ladder,
                                      "jobs": {j.name: j.config for j in plan.jobs}, "seconds": seconds})
+    return out / "report.md"
+
+
+def write_precondition_report(ctx: Context, plan: Plan, seconds: dict, device, why: str) -> Path:
+    """The report of a study that stopped before RL: the base model has no edge (or no hard band) to work on."""
+    out = report_dir(ctx, plan)
+    info = run_info(device)
+    reports = {"base": eval_results(ctx, ctx.ladder_job().name)[0]}
+    evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")
+    text = [f"# {plan.study} study, {ctx.name} scale", "",
+            f"**What the paper says.** {PAPER_SAYS[plan.study]}", "",
+            f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
+            f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}.", "",
+            verdict_line("precondition", why + ". The study stopped before RL: no variant was trained, and nothing "
+                                               "here is evidence for or against the finding."), "",
+            *ladder_section(ctx, why), "![pass@n by op](pass_by_op.png)", "",
+            "## Jobs", "", jobs_table(ctx, plan), ""]
+    (out / "report.md").write_text("\n".join(text), encoding="utf-8")
+    save_json(out / "results.json", {"study": plan.study, "scale": ctx.name, "run": info, "verdict": "precondition",
+                                     "why": why, "ladder": ctx.ladder, "seconds": seconds,
+                                     "jobs": {j.name: j.config for j in plan.jobs}})
     return out / "report.md"
 
 
@@ -776,8 +978,37 @@ class Config:
 
 def build_plan(study: str, ctx: Context) -> Plan:
     plan = Plan(study, ctx.name)
+    if study != "context" and "edge" not in ctx.bands:  # bands not measured yet, or no edge: nothing to train on
+        plan.add(ctx.base())
+        plan.evals["base"] = plan.add(ctx.ladder_job())
+        return plan
     PLANNERS[study](ctx, plan)
     return plan
+
+
+def print_jobs(ctx: Context, jobs: list[Job], dry_run: bool) -> None:
+    for job in jobs:
+        print(f"  {job.kind:<8} {job.name:<22} {job.note}")
+        if dry_run:
+            print(f"           {job_command(job, ctx.run_dir(job.name))}")
+
+
+def ladder_phase(ctx: Context, cfg: Config, device) -> tuple[str, dict]:
+    """At a scale with a ladder: pre-train the base model, evaluate it on every op of the ladder and read the
+    bands off it (a dry run only reads them if that evaluation exists). Returns (why, seconds per job)."""
+    jobs = [ctx.base(), ctx.ladder_job()]
+    print(f"=== bands of the {cfg.scale} scale: measured on the base model's ladder, op {ops(ctx.sc.ladder)} ===")
+    print_jobs(ctx, jobs, cfg.dry_run)
+    seconds = {}
+    if not cfg.dry_run:
+        seconds = {job.name: run_job(ctx, job, str(device)) for job in jobs}
+    elif not (ctx.run_dir(jobs[1].name) / "results.json").exists():
+        print("  (edge and hard bands, and the jobs that use them, are planned once these two have run)")
+        return "not measured yet", seconds
+    why = measure_bands(ctx)
+    print("bands: " + (", ".join(f"{k} = op {ops(v)}" for k, v in ctx.bands.items()) if "edge" in ctx.bands else
+                       "none") + f" -- {why}")
+    return why, seconds
 
 
 def main(cfg: Config) -> dict:
@@ -789,22 +1020,23 @@ def main(cfg: Config) -> dict:
             raise UserError(f"unknown study {s!r}; choose one of {', '.join(STUDIES)} or all")
     ctx = Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers)
     device = setup_dist(cfg.device).device
+    if not cfg.dry_run:
+        probe = ctx.pretrain("probe", "ops=2").config  # the scale's pre-training settings
+        pretrain.ensure_tokenizer(ctx.tokenizer, probe["tokenizer_problems"], probe["vocab_size"], 0, cfg.workers)
+    why, ladder_seconds = "", {}
+    if ctx.sc.ladder and any(s != "context" for s in studies):
+        why, ladder_seconds = ladder_phase(ctx, cfg, device)
     results = {}
     for study in studies:
         t0 = time.time()
         plan = build_plan(study, ctx)
         print(f"=== {study} study, {cfg.scale} scale: {len(plan.jobs)} jobs ({ctx.sc.seconds_hint} for edge) ===")
-        for job in plan.jobs:
-            print(f"  {job.kind:<8} {job.name:<22} {job.note}")
-            if cfg.dry_run:
-                print(f"           {job_command(job, ctx.run_dir(job.name))}")
+        print_jobs(ctx, plan.jobs, cfg.dry_run)
         if cfg.dry_run:
             results[study] = {"jobs": [asdict(j) for j in plan.jobs]}
             continue
-        base = ctx.pretrain("probe", "ops=2").config  # the scale's pre-training settings
-        pretrain.ensure_tokenizer(ctx.tokenizer, base["tokenizer_problems"], base["vocab_size"], 0, cfg.workers)
-        seconds = {job.name: run_job(ctx, job, str(device)) for job in plan.jobs}
-        path = write_report(ctx, plan, seconds, device)
+        seconds = {job.name: ladder_seconds.get(job.name) or run_job(ctx, job, str(device)) for job in plan.jobs}
+        path = write_report(ctx, plan, seconds, device, why)
         total = time.time() - t0
         print(f"=== {study}: report at {path} ({total / 60:.1f} min) ===")
         results[study] = {"report": str(path), "seconds": total}

@@ -1,5 +1,6 @@
 """End-to-end smoke test of the study runner at micro scale: every stage runs, re-runs reuse, interrupts resume."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def test_edge_study_end_to_end(edge_micro):
     assert report == tmp / "reports" / "edge-micro" / "report.md"
     for needle in ("What the paper says", "pass@k (verified) by band", "Change in edge-band", "## Jobs"):
         assert needle in text
-    assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**"))
+    assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**",
+                                   "**Precondition not met**"))
     for png in ("pass_at_k.png", "pass_by_op.png"):
         assert (report.parent / png).stat().st_size > 1000
     numbers = json.loads((report.parent / "results.json").read_text())
@@ -84,8 +86,17 @@ def test_every_study_plans(tmp_path):
         jobs = out[name]["jobs"]
         assert jobs and all(j["kind"] in ("pretrain", "grpo", "eval") for j in jobs)
         assert len({j["name"] for j in jobs}) == len(jobs)
-    mid = study.main(study.Config(study="midtrain", scale="paper", runs_dir=str(tmp_path), dry_run=True))
-    names = [j["name"] for j in mid["midtrain"]["jobs"]]
+    # once the bands are known (measured on the base model's ladder), every study plans its variants
+    ctx = study.Context("tiny", str(tmp_path), str(tmp_path / "reports"), 1)
+    ctx.bands = {"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)}
+    ctx.pools = study.pools_from_bands(ctx.bands)
+    for name in study.STUDIES:
+        jobs = study.build_plan(name, ctx).jobs
+        assert len({j.name for j in jobs}) == len(jobs) and any(j.kind == "grpo" for j in jobs), name
+    ctx = study.Context("paper", str(tmp_path), str(tmp_path / "reports"), 1)
+    ctx.bands = dict(study.evaluate.PAPER_BANDS)
+    ctx.pools = study.pools_from_bands(ctx.bands)
+    names = [j.name for j in study.build_plan("midtrain", ctx).jobs]
     assert "mid-b0" in names and "rl-b1" in names and "rl-b0" not in names and "mid-b1" not in names
 
 
@@ -112,7 +123,8 @@ def test_every_study_runs_at_micro_scale(tmp_path):
     assert set(out) == set(study.STUDIES)
     for name, res in out.items():
         text = Path(res["report"]).read_text()
-        assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**")), name
+        assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**",
+                                   "**Precondition not met**")), name
     assert "Replication or creation" in Path(out["context"]["report"]).read_text()
 
 
@@ -134,9 +146,11 @@ def test_replication_stats():
 def test_midtrain_budget_is_equal_compute(tmp_path):
     """Each beta spends (1 - beta) T on mid-training and beta T on RL (SPEC §7 token-equivalents)."""
     ctx = study.Context("small", str(tmp_path), str(tmp_path), 1)
+    ctx.bands = dict(study.evaluate.PAPER_BANDS)
+    ctx.pools = study.pools_from_bands(ctx.bands)
     plan = study.build_plan("midtrain", ctx)
     jobs = {j.name: j.config for j in plan.jobs}
-    step_cost = study.rl_step_tokens(jobs["rl-b1"], study.mean_prompt_tokens(ctx.sc.pools["edge"]))
+    step_cost = study.rl_step_tokens(jobs["rl-b1"], study.mean_prompt_tokens(ctx.pools["edge"]))
     total = ctx.sc.budget_rl_steps * step_cost
     for beta in (0.2, 0.5, 0.8):
         mid = jobs[f"mid-b{beta:g}"]["max_steps"] * jobs[f"mid-b{beta:g}"]["batch_tokens"]
@@ -153,3 +167,81 @@ def test_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         run_main(study.main, study.Config, argv + ["--dry_run"])
     assert message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measured bands and the edge verdict, on synthetic numbers
+
+def rung(pass1, passk, samples=512):
+    return {"pass1": pass1, "passk": passk, "samples": samples, "verified": round(passk * samples)}
+
+
+def test_band_rule_on_synthetic_ladders():
+    solved, edge, out = rung(0.9, 1.0), rung(0.05, 0.3), rung(0.0, 0.0)
+    ladder = {2: solved, 3: solved, 4: edge, 5: rung(0.01, 0.06), 6: out, 7: out, 8: out}
+    bands, why = study.choose_bands(ladder, (2, 3))
+    assert bands == {"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)} and why.startswith("measured")
+    # an op above ID that is still solved is skipped; one between edge and hard that is neither is a gap
+    ladder = {2: solved, 3: solved, 4: rung(0.5, 0.9), 5: edge, 6: rung(0.001, 0.02), 7: out, 8: out}
+    assert study.choose_bands(ladder, (2, 3))[0] == {"ID": (2, 3), "edge": (5, 5), "hard": (7, 8)}
+    # each band is at most max_width ops
+    wide = {op: solved if op <= 3 else edge if op <= 9 else out for op in range(2, 16)}
+    assert study.choose_bands(wide, (2, 3))[0] == {"ID": (2, 3), "edge": (4, 7), "hard": (10, 13)}
+    # no edge: the base model solves nothing beyond ID (the tiny scale's failed precondition)
+    bands, why = study.choose_bands({2: solved, 3: solved, 4: out, 5: out}, (2, 3))
+    assert bands is None and "no op above the pre-training range" in why
+    # pass@1 too high is not an edge either
+    assert study.choose_bands({2: solved, 3: solved, 4: rung(0.3, 0.5), 5: out}, (2, 3))[0] is None
+    # an edge, but nothing beyond it was sampled enough to call it out of reach
+    bands, why = study.choose_bands({2: solved, 3: solved, 4: edge, 5: rung(0, 0, samples=64)}, (2, 3))
+    assert bands is None and "out of reach" in why
+
+
+def test_pools_from_the_paper_bands():
+    bands = {"ID": (2, 10), "edge": (11, 14), "hard": (15, 18)}
+    assert study.pools_from_bands(bands) == {"ID": (7, 10), "mixed": (9, 12), "edge": (11, 14), "hard": (15, 18)}
+    assert study.pools_from_bands({"ID": (2, 3), "edge": (4, 4), "hard": (6, 7)}) == \
+        {"ID": (2, 3), "mixed": (2, 4), "edge": (4, 4), "hard": (6, 7)}
+
+
+def test_no_edge_plans_no_rl(tmp_path):
+    ctx = study.Context("tiny", str(tmp_path / "runs"), str(tmp_path / "reports"), 1)
+    plan = study.build_plan("edge", ctx)
+    assert [j.kind for j in plan.jobs] == ["pretrain", "eval"] and list(plan.evals) == ["base"]
+    ctx.bands = {"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)}
+    ctx.pools = study.pools_from_bands(ctx.bands)
+    plan = study.build_plan("edge", ctx)
+    rl = [j.name for j in plan.jobs if j.kind == "grpo"]
+    assert rl == ["rl-ID", "rl-mixed", "rl-edge", "rl-edge-s1", "rl-hard"]  # two seeds on the edge pool
+    assert {j.config["seed"] for j in plan.jobs if j.name.startswith("rl-edge")} == {0, 1}
+
+
+def test_edge_verdict_thresholds():
+    base = {"ID": 0.97, "edge": 0.30, "hard": 0.0}
+    ok, why = study.edge_verdict(base, (0.15, 0.05), 0.04, {"RL ID": 0.02, "RL hard": -0.01}, 32)
+    assert ok is True
+    assert study.edge_verdict(base, (0.08, 0.02), 0.04, {"RL ID": 0.0}, 32)[0] is False  # gain < 10 points
+    assert study.edge_verdict(base, (0.15, 0.10), 0.04, {"RL ID": 0.0}, 32)[0] is False  # < 2 SE
+    assert study.edge_verdict(base, (0.15, 0.05), -0.01, {"RL ID": 0.0}, 32)[0] is False  # pass@1 fell
+    assert study.edge_verdict(base, (0.15, 0.05), 0.04, {"RL ID": 0.06}, 32)[0] is False  # other pool moves it too
+    assert study.edge_verdict(base, (0.15, float("nan")), 0.04, {}, 32)[0] is None
+    for bad in ({"ID": 0.90}, {"edge": 0.0}, {"edge": 0.7}, {"hard": 0.05}):
+        ok, why = study.edge_verdict({**base, **bad}, (0.3, 0.01), 0.1, {}, 32)
+        assert ok == "precondition" and "base model" in why
+    assert study.verdict_line("precondition", "x").startswith("**Precondition not met**")
+
+
+def test_measured_scale_without_an_edge_stops_before_rl(tmp_path, monkeypatch):
+    """The micro model has no edge: with measured bands the study writes a 'precondition not met' report and
+    trains no RL variant."""
+    sc = study.SCALES["micro"]
+    monkeypatch.setitem(study.SCALES, "micro", dataclasses.replace(sc, bands={"ID": sc.bands["ID"]}, pools={},
+                                                                   ladder=(2, 5)))
+    cfg = study.Config(study="edge", scale="micro", runs_dir=str(tmp_path / "runs"),
+                       reports_dir=str(tmp_path / "reports"))
+    out = study.main(cfg)
+    text = Path(out["edge"]["report"]).read_text()
+    assert "**Precondition not met**" in text and "The base model's ladder" in text
+    assert not list((tmp_path / "runs" / "micro").glob("rl-*"))
+    res = json.loads((tmp_path / "reports" / "edge-micro" / "results.json").read_text())
+    assert res["verdict"] == "precondition" and set(res["ladder"]) == {"2", "3", "4", "5"}
