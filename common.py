@@ -293,7 +293,7 @@ def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> 
         try:
             torch.save(state, f)
         except RuntimeError as e:  # torch reports a failed write of the file (e.g. a full disk) as a RuntimeError
-            raise OSError(f"torch.save failed ({str(e)[:120]})") from None
+            raise OSError("torch.save could not write the whole file") from None
 
     atomic_write(path, write)
     if meta is not None:
