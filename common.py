@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import inspect
 import json
 import math
@@ -49,9 +50,16 @@ def run_main(main, config_cls, argv=None, doc: str | None = None, presets: dict 
         sys.exit(2)
     except OSError as e:
         where = f" {str(e.filename)!r}" if e.filename else ""
-        print(f"error: cannot read or write{where}: {e.strerror or e}; free disk space or choose a writable "
-              f"folder", file=sys.stderr)
+        print(f"error: cannot read or write{where}: {e.strerror or e}; {os_error_hint(e)}", file=sys.stderr)
         sys.exit(2)
+
+
+def os_error_hint(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free disk space or choose another folder"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a writable folder"
+    return "check the path"
 
 
 def _exit_on_sigterm(signum, frame):
@@ -260,8 +268,7 @@ def atomic_write(path: str | Path, write_fn, binary: bool = True) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise UserError(f"cannot write {str(path)!r}: {e.strerror or e}; free disk space or choose a writable "
-                            f"folder") from None
+            raise UserError(f"cannot write {str(path)!r}: {e.strerror or e}; {os_error_hint(e)}") from None
         raise
 
 
@@ -293,7 +300,9 @@ def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> 
         try:
             torch.save(state, f)
         except RuntimeError as e:  # torch reports a failed write of the file (e.g. a full disk) as a RuntimeError
-            raise OSError("torch.save could not write the whole file") from None
+            if "unexpected pos" in str(e) or "write failed" in str(e):
+                raise OSError(errno.ENOSPC, "torch.save could not write the whole file") from None
+            raise
 
     atomic_write(path, write)
     if meta is not None:
