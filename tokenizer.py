@@ -54,7 +54,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import datagen
-from common import UserError, atomic_write, config_dict, print_config, run_main, save_json
+from common import UserError, atomic_write, config_dict, print_config, run_main, save_json, sweep_temporaries
 
 # ----------------------------------------------------------------------------------------------------------------
 # Text format
@@ -323,6 +323,7 @@ class ShardWriter:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / INDEX).unlink(missing_ok=True)  # from now on the folder is "not finished"
+            sweep_temporaries(self.dir)  # half-written shards of a killed encode
         except OSError as e:
             raise UserError(f"cannot write shards to {str(self.dir)!r}: {e.strerror}") from None
 
