@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import inspect
 import json
 import math
@@ -21,6 +22,7 @@ import os
 import platform
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,13 +38,32 @@ class UserError(Exception):
 
 
 def run_main(main, config_cls, argv=None, doc: str | None = None, presets: dict | None = None):
-    """`if __name__ == "__main__": run_main(main, Config)` -- parse flags, call main, turn UserError into a message."""
+    """`if __name__ == "__main__": run_main(main, Config)` -- parse flags, call main, turn UserError (and a failed
+    write: full or read-only disk) into a one-line message and exit code 2. SIGTERM (e.g. `timeout`) exits through
+    the normal cleanup, so temporary files are removed."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         cfg = parse_config(config_cls, argv, doc=doc or sys.modules[main.__module__].__doc__, presets=presets)
         return main(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:
+        where = f" {str(e.filename)!r}" if e.filename else ""
+        print(f"error: cannot read or write{where}: {e.strerror or e}; {os_error_hint(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def os_error_hint(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free disk space or choose another folder"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a writable folder"
+    return "check the path"
+
+
+def _exit_on_sigterm(signum, frame):
+    sys.exit(128 + signum)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,6 +225,20 @@ def config_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def require_positive(cfg, *names: str) -> None:
+    """Each named option must be a finite number > 0 (a step interval of 0 or a NaN learning rate is a mistake)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"--{name} must be > 0, got {value}")
+
+
+def check_out_dir(path: str | Path, flag: str = "--out_dir") -> None:
+    """A run folder must be a folder (or not exist yet)."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UserError(f"{flag}={str(path)!r} is a file; give a folder")
+
+
 def print_config(cfg, title: str | None = None) -> None:
     d = config_dict(cfg)
     width = max(len(k) for k in d)
@@ -216,20 +251,24 @@ def print_config(cfg, title: str | None = None) -> None:
 # Files: atomic writes, checkpoints
 
 def atomic_write(path: str | Path, write_fn, binary: bool = True) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename: a crash never leaves a half file."""
+    """Write via a temporary file in the same folder, fsync, then rename: a crash never leaves a half file. A failed
+    write (full or read-only disk) removes the temporary and is a UserError naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {str(path)!r}: {e.strerror or e}; {os_error_hint(e)}") from None
         raise
 
 
@@ -249,13 +288,23 @@ def load_json(path: str | Path, what: str = "file"):
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{what} {str(path)!r} not found") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{what} {str(path)!r} is not valid JSON ({e}); regenerate it") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {str(path)!r} is a folder, not a file") from None
+    except ValueError as e:  # not JSON, or not even text
+        raise UserError(f"{what} {str(path)!r} is not valid JSON ({str(e)[:100]}); regenerate it") from None
 
 
 def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> None:
     """torch.save `state` atomically, plus a human-readable `<path>.json` with `meta` beside it."""
-    atomic_write(path, lambda f: torch.save(state, f))
+    def write(f):
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:  # torch reports a failed write of the file (e.g. a full disk) as a RuntimeError
+            if "unexpected pos" in str(e) or "write failed" in str(e):
+                raise OSError(errno.ENOSPC, "torch.save could not write the whole file") from None
+            raise
+
+    atomic_write(path, write)
     if meta is not None:
         save_json(Path(str(path) + ".json"), meta)
 
@@ -270,13 +319,13 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
 
 
 def save_step_checkpoint(out_dir: Path, step: int, state: dict, meta: dict, keep_last: int, final: bool) -> None:
-    """Write step_<step>.pt (+ its .json), keep only the last `keep_last` step checkpoints, and at the end of the
-    run copy the checkpoint to final.pt."""
+    """Write step_<step>.pt (+ its .json), at the end of the run copy it to final.pt, then keep only the last
+    `keep_last` (>= 1) step checkpoints. The checkpoint just written and final.pt are never deleted."""
     path = out_dir / f"step_{step:06d}.pt"
     save_checkpoint(path, state, meta)
-    prune_checkpoints(out_dir, keep_last)
     if final:
         copy_checkpoint(path, out_dir / "final.pt")
+    prune_checkpoints(out_dir, keep_last, protect=path)
 
 
 def ensure_final(out_dir: Path, resume_state: dict | None, start_step: int, max_steps: int) -> None:
@@ -306,12 +355,23 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint: from the name of step_<N>.pt, from the readable .json beside final.pt (or, if
+    that is missing, from the checkpoint itself)."""
+    if path.name != "final.pt":
+        return int(re.sub(r"\D", "", path.stem) or 0)
+    try:
+        return int(json.loads(Path(str(path) + ".json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return int(load_checkpoint(path).get("step", 0))
+
+
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The newest checkpoint in a run folder: `final.pt` or a `step_*.pt`, whichever was written last (a run
-    resumed past its old end writes step files after the old final.pt)."""
+    """The checkpoint of a run folder with the highest step: `final.pt` or a `step_*.pt` (final.pt on a tie, as it
+    is a copy of the last step). File times are not used: a copied or touched old checkpoint is not 'latest'."""
     folder = Path(folder)
     cands = [p for p in [folder / "final.pt", *folder.glob("step_*.pt")] if p.exists()]
-    return max(cands, key=lambda p: (p.stat().st_mtime_ns, p.name == "final.pt")) if cands else None
+    return max(cands, key=lambda p: (checkpoint_step(p), p.name == "final.pt")) if cands else None
 
 
 def resume_changes(old: dict, cfg, may_change: tuple) -> str:
@@ -321,12 +381,93 @@ def resume_changes(old: dict, cfg, may_change: tuple) -> str:
     return ", ".join(f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in diff)
 
 
-def prune_checkpoints(folder: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` `step_*.pt` files (and their .json); `final.pt` is never deleted."""
-    steps = sorted(Path(folder).glob("step_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
-    for p in steps[:-keep] if keep > 0 else steps:
+def prune_checkpoints(folder: str | Path, keep: int, protect: Path | None = None) -> None:
+    """Delete all but the `keep` highest-step `step_*.pt` files (and their .json); `final.pt` and `protect` (the
+    checkpoint just written) are never deleted."""
+    if keep < 1:
+        raise UserError(f"--keep_last must be >= 1 (the newest checkpoint is always kept), got {keep}")
+    steps = sorted(Path(folder).glob("step_*.pt"), key=checkpoint_step)
+    for p in steps[:-keep]:
+        if protect is not None and p.resolve() == Path(protect).resolve():
+            continue
         p.unlink(missing_ok=True)
         Path(str(p) + ".json").unlink(missing_ok=True)
+
+
+# Files a training run writes into its folder; `--overwrite` removes them, a resume truncates the logs.
+RUN_LOGS = ("metrics.jsonl", "evals.jsonl", "episodes.jsonl")
+
+
+def start_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Before a run writes into `out_dir`: sweep temporary files left by a killed run, and refuse to start a fresh
+    run over the checkpoints of another one (its final.pt would be replaced or its new checkpoints pruned)."""
+    if resume and overwrite:
+        raise UserError("give --resume (continue the run) or --overwrite (replace it), not both")
+    sweep_temporaries(out_dir)
+    if resume or not out_dir.is_dir():
+        return
+    old = sorted(p.name for p in [out_dir / "final.pt", *out_dir.glob("step_*.pt")] if p.exists())
+    if not old:
+        return
+    if not overwrite:
+        raise UserError(f"{out_dir} already holds a run ({', '.join(old[:3])}{' ...' if len(old) > 3 else ''}); "
+                        f"continue it with --resume, choose another --out_dir, or replace it with --overwrite")
+    print(f"--overwrite: deleting the run in {out_dir} ({', '.join(old)})")
+    for name in old:
+        (out_dir / name).unlink()
+        Path(str(out_dir / name) + ".json").unlink(missing_ok=True)
+    for name in (*RUN_LOGS, "log.txt"):
+        (out_dir / name).unlink(missing_ok=True)
+    for p in out_dir.glob("pool_step*.jsonl"):
+        p.unlink()
+
+
+def sweep_temporaries(folder: Path) -> None:
+    """Remove the `.name.XXXX.tmp` files of atomic writes that a killed process (kill -9) left behind."""
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The JSON lines of a log; a torn last line (the writer was killed mid-line) is dropped with a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines):
+                raise UserError(f"{path}:{i}: not valid JSON; the log is corrupt -- delete that line") from None
+            print(f"warning: {path}:{i}: dropping a torn last line (the run was killed while writing it)")
+    return rows
+
+
+def truncate_logs(out_dir: Path, step: int) -> None:
+    """A resumed run continues from `step`: drop log lines written after it (and a torn last line), so the logs and
+    plots read as one uninterrupted run rather than repeating the steps redone."""
+    for name in RUN_LOGS:
+        path = out_dir / name
+        if path.exists():
+            keep = [r for r in read_log(path) if r.get("step", 0) <= step]
+            atomic_write(path, lambda f: f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep)),
+                         binary=False)
+
+
+def check_finite(step: int, out_dir: Path, **values: float) -> None:
+    """Stop before a non-finite loss (or gradient norm) reaches the weights: this step is neither applied nor
+    saved, so every checkpoint on disk stays finite."""
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        last = latest_checkpoint(out_dir)
+        kept = f"the last checkpoint is {last}" if last else "no checkpoint was saved"
+        raise UserError(f"step {step}: the training {' and '.join(f'{k} is {v}' for k, v in bad.items())}; stopped "
+                        f"before applying it ({kept}) -- check the data, or lower --lr and restart")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -374,6 +515,8 @@ def setup_dist(device: str = "auto") -> Dist:
     """Pick the device and, under torchrun, join the process group (nccl on CUDA, gloo on CPU)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise UserError(f"--device must be auto, cpu or cuda (or cuda:N), got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device=cuda asked for, but no CUDA GPU is visible; use --device=cpu")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

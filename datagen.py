@@ -44,6 +44,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -647,18 +648,26 @@ def _parse_dist(key: str, text: str, parse_value) -> dict:
         if not entry:
             continue
         name, _, w = entry.partition(":")
-        try:
-            weight = float(w) if w else 1.0
-        except ValueError:
-            raise UserError(f"recipe: bad weight {w!r} in {key}={text}") from None
-        if weight < 0:
-            raise UserError(f"recipe: negative weight in {key}={text}")
+        weight = _weight(w, f"{key}={text}") if w else 1.0
         vals = parse_value(name.strip())
         for v in vals:
             out[v] = out.get(v, 0.0) + weight / len(vals)
     if not out or sum(out.values()) <= 0:
         raise UserError(f"recipe: {key}= needs at least one entry with a positive weight")
+    if not math.isfinite(sum(out.values())):
+        raise UserError(f"recipe: the weights in {key}={text} overflow; use relative weights like 2:0.3,3:0.7")
     return out
+
+
+def _weight(text: str, where: str) -> float:
+    """A recipe weight: a finite number >= 0 (inf or nan would send every problem to one entry)."""
+    try:
+        weight = float(text)
+    except ValueError:
+        raise UserError(f"recipe: bad weight {text!r} in {where}; use a number like 0.5") from None
+    if not math.isfinite(weight) or weight < 0:
+        raise UserError(f"recipe: weight {text!r} in {where} must be a finite number >= 0")
+    return weight
 
 
 def _parse_ops(text: str) -> list[int]:
@@ -667,6 +676,8 @@ def _parse_ops(text: str) -> list[int]:
         a, b = int(lo), int(hi or lo)
     except ValueError:
         raise UserError(f"recipe: bad op {text!r}; use a number like 5 or a range like 2-10") from None
+    if a > b:
+        raise UserError(f"recipe: op range {text!r} is reversed; write {b}-{a}")
     if not MIN_OP <= a <= b <= MAX_OP:
         raise UserError(f"recipe: op {text!r} outside {MIN_OP}..{MAX_OP}")
     return list(range(a, b + 1))
@@ -697,10 +708,7 @@ def parse_recipe(spec: str, contexts: dict[str, Context] | None = None) -> list[
         weight = 1.0
         if "*" in chunk:
             w, _, chunk = chunk.partition("*")
-            try:
-                weight = float(w)
-            except ValueError:
-                raise UserError(f"recipe: bad part weight {w!r} in {spec!r}") from None
+            weight = _weight(w, repr(spec))
         fields = {"ops": None, "contexts": PAPER_CONTEXTS, "modes": "forward"}
         for item in chunk.split():
             key, eq, val = item.partition("=")
@@ -716,6 +724,8 @@ def parse_recipe(spec: str, contexts: dict[str, Context] | None = None) -> list[
     if not parts:
         raise UserError(f"recipe {spec!r} has no part with a positive weight")
     total = sum(p.weight for p in parts)
+    if not math.isfinite(total):
+        raise UserError(f"recipe: the part weights of {spec!r} overflow; use relative weights like 0.2*... + 0.8*...")
     for p in parts:
         p.weight /= total
         for d in (p.ops, p.contexts, p.modes):
@@ -843,20 +853,27 @@ def iter_jsonl(path: str | Path, limit: int = 0):
         raise UserError(f"data file {str(path)!r} not found") from None
     with f:
         count = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            missing = [k for k in RECORD_FIELDS if not isinstance(rec, dict) or k not in rec]
-            if missing:
-                raise UserError(f"{path}:{lineno}: not a problem record (missing {', '.join(missing)})")
-            yield rec
-            count += 1
-            if count == limit:
-                return
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: not valid JSON ({e})") from None
+                missing = [k for k in RECORD_FIELDS if not isinstance(rec, dict) or k not in rec]
+                if missing:
+                    raise UserError(f"{path}:{lineno}: not a problem record (missing {', '.join(missing)})")
+                problem = record_problem(rec)
+                if problem:
+                    raise UserError(f"{path}:{lineno}: {problem}; regenerate the file with datagen.py")
+                yield rec
+                count += 1
+                if count == limit:
+                    return
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 text file; give a .jsonl of problem records (datagen.py --out)") \
+                from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -864,6 +881,48 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 RECORD_FIELDS = ("id", "op", "context", "mode", "problem", "question", "solution", "answer", "graph")
+_COMBINES = ("const", "copy", "sum", "diff")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _node_ok(n, earlier: set) -> bool:
+    """One graph node as the verifier reads it: its rule, and parents that are nodes before it."""
+    if not (isinstance(n, dict) and isinstance(n.get("name"), str) and isinstance(n.get("parents"), list)):
+        return False
+    parents, combine, kop, k = n["parents"], n.get("combine"), n.get("kop"), n.get("k")
+    if combine not in _COMBINES or kop not in (None, "plus", "times") or not all(isinstance(q, str) and q in earlier for q in parents):
+        return False
+    if combine == "const" or kop is not None:
+        return _is_int(k)
+    return len(parents) == 2 if combine == "diff" else len(parents) >= 1
+
+
+def record_problem(rec: dict) -> str | None:
+    """What is wrong with the fields of a record (types, and the graph's shape), or None. Checked on reading, so
+    a bad record fails before any sampling rather than being scored wrong (a string answer never matches)."""
+    for key in ("id", "context", "problem", "question", "solution"):
+        if not isinstance(rec[key], str):
+            return f"{key!r} must be a string, got {rec[key]!r}"
+    for key in ("op", "answer"):
+        if not _is_int(rec[key]):
+            return f"{key!r} must be an integer, got {rec[key]!r}"
+    if rec["mode"] not in ("forward", "reverse"):
+        return f"'mode' must be forward or reverse, got {rec['mode']!r}"
+    graph = rec["graph"]
+    if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list) or not graph["nodes"]:
+        return "'graph' must be an object with a non-empty 'nodes' list"
+    names: set = set()
+    for i, n in enumerate(graph["nodes"]):
+        if not _node_ok(n, names):
+            return (f"graph node {i} is malformed (needs a name, parents named before it, combine one of "
+                    f"{', '.join(_COMBINES)}, kop plus/times/null and an integer k where one is used)")
+        names.add(n["name"])
+    if graph.get("query") not in names or graph.get("unknown") not in (None, *names):
+        return "graph 'query' (and 'unknown', if set) must name nodes of the graph"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -911,21 +970,28 @@ def main(cfg: Config) -> dict:
         raise UserError(f"--workers must be >= 1, got {cfg.workers}")
     parts = build_parts(cfg)
     out = Path(cfg.out)
+    if out.is_dir():
+        raise UserError(f"--out {cfg.out!r} is a folder; give a file path like {out / 'problems.jsonl'}")
+    tmp = out.parent / f".{out.name}.tmp"  # a killed run's leftover has the same name and is overwritten
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        f = open(str(out) + ".tmp", "w", encoding="utf-8")
+        f = open(tmp, "w", encoding="utf-8")
     except OSError as e:
         raise UserError(f"cannot write {cfg.out!r}: {e.strerror}") from None
     by_op, by_ctx, by_mode = Counter(), Counter(), Counter()
     t0 = time.time()
-    with f:
-        for _id, op, ctx, mode, line in generate_lines(parts, cfg.n, cfg.seed, cfg.split, cfg.workers,
-                                                       progress=cfg.progress):
-            f.write(line + "\n")
-            by_op[op] += 1
-            by_ctx[ctx] += 1
-            by_mode[mode] += 1
-    os.replace(str(out) + ".tmp", out)
+    try:
+        with f:
+            for _id, op, ctx, mode, line in generate_lines(parts, cfg.n, cfg.seed, cfg.split, cfg.workers,
+                                                           progress=cfg.progress):
+                f.write(line + "\n")
+                by_op[op] += 1
+                by_ctx[ctx] += 1
+                by_mode[mode] += 1
+        os.replace(tmp, out)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     dt = time.time() - t0
     summary = {"n": cfg.n, "seconds": round(dt, 2), "problems_per_s": round(cfg.n / dt, 1),
                "by_op": dict(sorted(by_op.items())), "by_context": dict(by_ctx), "by_mode": dict(by_mode)}

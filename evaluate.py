@@ -1017,7 +1017,8 @@ def main(cfg) -> dict:
 
     import model as model_lib
     import tokenizer as tok_lib
-    from common import UserError, autocast_for, load_checkpoint, print_config, run_info, save_json, setup_dist
+    from common import (UserError, autocast_for, check_out_dir, load_checkpoint, print_config, run_info, save_json,
+                        setup_dist)
 
     if not cfg.ckpt:
         raise UserError("give at least one --ckpt (a checkpoint file or a run folder)")
@@ -1038,6 +1039,7 @@ def main(cfg) -> dict:
     device = setup_dist(cfg.device).device
     autocast, _ = autocast_for(cfg.dtype, device)
     out_dir = Path(cfg.out_dir)
+    check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     print_config(cfg, "evaluation config")
     ks = default_ks(cfg.n)
@@ -1045,10 +1047,7 @@ def main(cfg) -> dict:
     for ckpt, label in zip(cfg.ckpt, labels):
         state = load_checkpoint(ckpt)
         model = model_lib.model_from_state(state).to(device).eval()
-        tok_path = state.get("tokenizer")
-        if not tok_path or not Path(tok_path).exists():
-            raise UserError(f"checkpoint {ckpt!r} names no readable tokenizer ({tok_path!r})")
-        tok = tok_lib.load_tokenizer(tok_path)
+        tok, _ = tok_lib.pinned_tokenizer(state)  # the checkpoint's own tokenizer, checked by content hash
         print(f"{label}: {len(records)} problems x {cfg.n} samples, temperature {cfg.temperature}, "
               f"max {cfg.max_new_tokens} new tokens, on {device}")
         t0 = time.time()

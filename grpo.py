@@ -41,10 +41,11 @@ import datagen
 import evaluate
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, autocast_for, cleanup_dist, ensure_final, fmt_count, fmt_duration,
-                    latest_checkpoint, load_checkpoint, plot_lines, print_config, resume_changes, rng_state, run_info,
-                    run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist, step_line,
-                    wrap_for_training)
+from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, plot_lines,
+                    print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main, save_json,
+                    save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir, step_line,
+                    truncate_logs, wrap_for_training)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Config:
     out_dir: str = "runs/grpo-tiny"  # checkpoints, logs and plots go here
     init_from: str = "runs/pretrain-tiny"  # policy and frozen reference model start from this checkpoint
     resume: bool = False  # continue the run in out_dir from its latest checkpoint
+    overwrite: bool = False  # start afresh in an out_dir that holds another run, deleting its checkpoints and logs
     seed: int = 0  # prompt order, sampling, reward noise
     device: str = "auto"  # auto (cuda if available), cuda or cpu
     dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
@@ -363,6 +365,7 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
             stats_acc["tokens"] += st["tokens"]
             stats_acc["loss"] += float(loss.detach()) * dist.world  # the whole step's loss, summed over ranks
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)))
+        check_finite(step + 1, Path(cfg.out_dir), loss=stats_acc["loss"], grad_norm=grad_norms[-1])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     n_tok_total = max(1.0, stats_acc["tokens"])
@@ -437,6 +440,8 @@ def main(cfg: Config) -> dict:
 
 
 def check_config(cfg: Config, world: int) -> None:
+    require_positive(cfg, "max_steps", "micro_rows", "minibatches", "prompts_per_step", "pool_size", "max_new_tokens",
+                     "eval_problems", "eval_n", "reselect_n", "log_every", "eval_every", "ckpt_every", "keep_last", "lr")
     if cfg.reward not in evaluate.REWARD_KINDS:
         raise UserError(f"--reward must be one of {', '.join(evaluate.REWARD_KINDS)}, got {cfg.reward!r}")
     if cfg.loss_agg not in ("token", "seq", "constant"):
@@ -456,8 +461,6 @@ def check_config(cfg: Config, world: int) -> None:
     if cfg.prompts_per_step % world or (cfg.prompts_per_step // world) % cfg.minibatches:
         raise UserError(f"--prompts_per_step={cfg.prompts_per_step} must split evenly into {world} process(es) x "
                         f"{cfg.minibatches} mini-batches of whole prompt groups")
-    if cfg.max_steps <= 0 or cfg.micro_rows <= 0:
-        raise UserError("--max_steps and --micro_rows must be positive")
     if not cfg.temperature > 0 or not 0 < cfg.top_p <= 1:
         raise UserError("--temperature must be > 0 for rollouts (sampling), and --top_p in (0, 1]")
 
@@ -466,6 +469,9 @@ def train(cfg: Config, dist) -> dict:
     check_config(cfg, dist.world)
     device, master = dist.device, dist.master
     out_dir = Path(cfg.out_dir)
+    check_out_dir(out_dir)
+    if master:
+        start_run_dir(out_dir, cfg.resume, cfg.overwrite)
     log = Logger(out_dir, enabled=master)
     resume_state = None
     if cfg.resume:
@@ -473,15 +479,16 @@ def train(cfg: Config, dist) -> dict:
         if path is None:
             raise UserError(f"--resume: no checkpoint in {out_dir}; run without --resume to start it")
         resume_state = load_checkpoint(path)
-        changed = resume_changes(resume_state["config"], cfg, ("max_steps", "resume", "device", "log_every",
-                                                               "eval_every", "ckpt_every", "keep_last", "compile"))
+        changed = resume_changes(resume_state["config"], cfg, ("max_steps", "resume", "overwrite", "device",
+                                                               "log_every", "eval_every", "ckpt_every", "keep_last",
+                                                               "compile"))
         if changed:
             raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
     init_state = load_checkpoint(cfg.init_from)
-    tokenizer_path = init_state.get("tokenizer")
-    if not tokenizer_path or not Path(tokenizer_path).exists():
-        raise UserError(f"the checkpoint {cfg.init_from!r} names no readable tokenizer ({tokenizer_path!r})")
-    tok = tok_lib.load_tokenizer(tokenizer_path)
+    tok, tok_path = tok_lib.pinned_tokenizer(init_state)
+    tokenizer_path, tok_hash = str(tok_path), tok_lib.tokenizer_hash(tok_path)
+    if resume_state is not None:
+        tok_lib.pinned_tokenizer(resume_state, tok_path)
 
     seed_everything(cfg.seed)
     policy = model_lib.model_from_state(resume_state or init_state).to(device)
@@ -512,6 +519,8 @@ def train(cfg: Config, dist) -> dict:
             pool = datagen.read_jsonl(resume_state["pool_file"])
             stream = PromptStream(pool, resume_state.get("stream_seed", cfg.seed))  # re-selection reseeds it
         stream.epoch, stream.cursor = resume_state["stream"]
+        if master:
+            truncate_logs(out_dir, start_step)
     train_model = wrap_for_training(LogprobModule(policy), cfg.compile, dist)
     autocast, use_bf16 = autocast_for(cfg.dtype, device)
 
@@ -594,11 +603,13 @@ def train(cfg: Config, dist) -> dict:
         if master and ((step + 1) % cfg.ckpt_every == 0 or final):
             if pool is not None and cfg.reselect_every:
                 pool_file = out_dir / f"pool_step{step + 1:06d}.jsonl"
-                pool_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool))
+                lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool)
+                atomic_write(pool_file, lambda f: f.write(lines), binary=False)
             state = {"model": policy.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                      "rng": rng_state(), "stream": [stream.epoch, stream.cursor], "stream_seed": stream.seed,
                      "config": asdict(cfg),
                      "model_config": asdict(policy.config), "compute": compute, "tokenizer": tokenizer_path,
+                     "tokenizer_hash": tok_hash, "recipe": cfg.pool,
                      "pool_file": str(pool_file) if pool_file else None, "stage": "grpo",
                      "flops": 6 * n_params * compute["rl_tokens_actual"]}
             meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
@@ -616,9 +627,7 @@ def train(cfg: Config, dist) -> dict:
 
 def plot_dynamics(out_dir: Path) -> None:
     """dynamics.png: train reward / accuracy / verified per step, and held-out evaluations."""
-    path = out_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in open(path)] if path.exists() else []
-    evals = [json.loads(line) for line in open(out_dir / "evals.jsonl")] if (out_dir / "evals.jsonl").exists() else []
+    rows, evals = read_log(out_dir / "metrics.jsonl"), read_log(out_dir / "evals.jsonl")
     series = {f"train {k}": [(r["step"], r[k]) for r in rows if k in r] for k in ("reward", "answer_acc", "verified")}
     for k in ("greedy_acc", "greedy_verified"):
         series[f"held-out {k}"] = [(e["step"], e[k]) for e in evals if k in e]

@@ -12,10 +12,13 @@ If the tokenizer or the packed data are missing they are built first (datagen.py
     python pretrain.py --init_from=runs/pretrain-tiny --recipe=midtrain --warmup_frac=0.15 \\
         --out_dir=runs/midtrain-tiny                     # mid-training from a pre-trained checkpoint
     python pretrain.py --resume --out_dir=runs/pretrain-tiny   # continue an interrupted run exactly
+    python pretrain.py --overwrite                       # start again in a folder that holds a run (deletes it)
 
 Outputs in --out_dir: config.json, log.txt, metrics.jsonl, step_*.pt checkpoints (+ a readable .json beside
 each), final.pt, loss.png. The loss is the token mean over the whole optimizer step (all micro-batches and all
-processes), so one process with accumulation and N processes give the same update.
+processes), so one process with accumulation and N processes give the same update. A fresh run into a folder
+that already holds a run is refused (--resume it, choose another --out_dir, or --overwrite); a non-finite loss
+stops the run, naming the step, before it reaches the weights.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ import torch
 import datagen
 import model as model_lib
 import tokenizer as tok_lib
-from common import (Logger, UserError, atomic_write, autocast_for, cleanup_dist, ensure_final, fmt_count,
-                    fmt_duration, latest_checkpoint, load_checkpoint, peak_flops, plot_lines, print_config,
-                    resume_changes, rng_state, run_info, run_main, save_json, save_step_checkpoint, seed_everything,
-                    set_rng_state, setup_dist, step_line, wrap_for_training)
+from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json, peak_flops,
+                    plot_lines, print_config, read_log, require_positive, resume_changes, rng_state, run_info,
+                    run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist,
+                    start_run_dir, step_line, truncate_logs, wrap_for_training)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Config:
     model_args: str = ""  # model overrides, e.g. n_layer=6,n_embd=256
     init_from: str = ""  # mid-training: start from this checkpoint (file or run folder); new optimizer and schedule
     resume: bool = False  # continue the run in out_dir from its latest checkpoint (exact: same losses)
+    overwrite: bool = False  # start afresh in an out_dir that holds another run, deleting its checkpoints and logs
     # --- data
     recipe: str = "ops=2-3 contexts=zoo"  # datagen recipe name or spec for the training data
     modes: str = ""  # forward/reverse share for the recipe, e.g. forward:0.8,reverse:0.2 ('' = the recipe's)
@@ -166,7 +171,8 @@ def prepare_data(cfg: Config, tokenizer_path: Path, master: bool) -> tuple[Path,
             ensure_tokenizer(tokenizer_path, cfg.tokenizer_problems, cfg.vocab_size, cfg.data_seed, cfg.workers)
         index_path = shard_dir / "index.json"
         if index_path.exists():  # shards built for another recipe must never be trained on silently
-            src = json.loads(index_path.read_text()).get("source", {})
+            index = load_json(index_path, "shard index")
+            src = index.get("source", {}) if isinstance(index, dict) else {}
             want = {"recipe": spec, "n": cfg.train_problems, "seed": cfg.data_seed, "split": "train"}
             if {k: src.get(k) for k in want} != want:
                 raise UserError(f"{shard_dir} holds data for {src} but this run wants {want}; "
@@ -291,7 +297,10 @@ def parse_model_args(text: str) -> dict:
         key, eq, val = item.partition("=")
         if not eq:
             raise UserError(f"--model_args: bad item {item!r}; write key=value pairs like n_layer=6,n_embd=256")
-        out[key] = float(val) if "." in val or "e" in val else int(val)
+        try:
+            out[key] = float(val) if "." in val or "e" in val else int(val)
+        except ValueError:
+            raise UserError(f"--model_args: {key}={val!r} is not a number") from None
     return out
 
 
@@ -308,8 +317,8 @@ def build_model(cfg: Config, state: dict | None, resuming: bool = False):
 
 
 # Settings a resumed run may change; any other difference would make its losses differ from an uninterrupted run.
-RESUME_MAY_CHANGE = ("max_steps", "lr_decay_steps", "resume", "device", "compile", "log_every", "eval_every",
-                     "ckpt_every", "keep_last", "workers", "data_dir", "tokenizer", "out_dir")
+RESUME_MAY_CHANGE = ("max_steps", "lr_decay_steps", "resume", "overwrite", "device", "compile", "log_every",
+                     "eval_every", "ckpt_every", "keep_last", "workers", "data_dir", "tokenizer", "out_dir")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,9 +335,16 @@ def main(cfg: Config) -> dict:
 def train(cfg: Config, dist) -> dict:
     device, master = dist.device, dist.master
     out_dir = Path(cfg.out_dir)
+    require_positive(cfg, "max_steps", "micro_rows", "batch_tokens", "seq_len", "eval_every", "log_every",
+                     "ckpt_every", "keep_last", "lr")
+    if not (0 <= cfg.min_lr <= cfg.lr and 0 <= cfg.warmup_frac <= 1):
+        raise UserError(f"--min_lr must lie in [0, lr] and --warmup_frac in [0, 1], got {cfg.min_lr}, "
+                        f"{cfg.warmup_frac}")
+    parse_model_args(cfg.model_args)  # a typo fails now, not after the data is built
+    check_out_dir(out_dir)
+    if master:
+        start_run_dir(out_dir, cfg.resume, cfg.overwrite)
     log = Logger(out_dir, enabled=master)
-    if cfg.max_steps <= 0 or cfg.micro_rows <= 0 or cfg.batch_tokens <= 0:
-        raise UserError("--max_steps, --micro_rows and --batch_tokens must be positive")
     rows_per_step, rem = divmod(cfg.batch_tokens, cfg.seq_len)
     accum, rem2 = divmod(rows_per_step, cfg.micro_rows * dist.world)
     if rem or rem2 or accum == 0:
@@ -354,12 +370,14 @@ def train(cfg: Config, dist) -> dict:
         Path(weights["tokenizer"]) if weights is not None and weights.get("tokenizer") else default_tok
     if cfg.tokenizer and not tokenizer_path.exists():
         raise UserError(f"--tokenizer {cfg.tokenizer!r} not found")
+    if weights is not None:  # the ids the weights were trained on: same tokenizer, by content
+        tok_lib.pinned_tokenizer(weights, tokenizer_path)
     shard_dir, val_path = prepare_data(cfg, tokenizer_path, master)
     if dist.ddp:
         torch.distributed.barrier()
     tok = tok_lib.load_tokenizer(tokenizer_path)
-    shards = tok_lib.PackedShards(shard_dir, tokenizer_hash=tok_lib.tokenizer_hash(tokenizer_path),
-                                  max_seq_len=cfg.seq_len)
+    tok_hash = tok_lib.tokenizer_hash(tokenizer_path)
+    shards = tok_lib.PackedShards(shard_dir, tokenizer_hash=tok_hash, max_seq_len=cfg.seq_len)
 
     seed_everything(cfg.seed)
     model = build_model(cfg, weights, resuming=resume_state is not None).to(device)
@@ -374,6 +392,8 @@ def train(cfg: Config, dist) -> dict:
         loader.load_state(resume_state["data"])
         set_rng_state(resume_state["rng"])
         start_step, tokens_seen, valid_seen = resume_state["step"], resume_state["tokens"], resume_state["valid_tokens"]
+        if master:
+            truncate_logs(out_dir, start_step)
     raw_model = model
     model = wrap_for_training(model, cfg.compile, dist)
     autocast, use_bf16 = autocast_for(cfg.dtype, device)
@@ -423,11 +443,12 @@ def train(cfg: Config, dist) -> dict:
         if dist.ddp:
             torch.distributed.all_reduce(loss_sum)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip or float("inf"))
+        train_loss = (loss_sum / n_valid).item()
+        check_finite(step + 1, out_dir, loss=train_loss, grad_norm=float(grad_norm))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         tokens_seen += cfg.batch_tokens
         valid_seen += int(n_valid.item())
-        train_loss = (loss_sum / n_valid).item()
         history.append((step + 1, train_loss))
 
         if master and ((step + 1) % cfg.log_every == 0 or step == start_step or step + 1 == cfg.max_steps):
@@ -454,6 +475,7 @@ def train(cfg: Config, dist) -> dict:
                      "rng": rng_state(), "data": loader.state(), "config": asdict(cfg),
                      "model_config": asdict(raw_model.config), "tokens": tokens_seen, "valid_tokens": valid_seen,
                      "flops": 6 * n_params * tokens_seen, "tokenizer": str(tokenizer_path.resolve()),
+                     "tokenizer_hash": tok_hash, "recipe": cfg.recipe + (f" modes={cfg.modes}" if cfg.modes else ""),
                      "stage": stage}
             meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
             meta.update(val_loss=val_hist[-1][1] if val_hist else None, train_loss=train_loss)
@@ -466,7 +488,10 @@ def train(cfg: Config, dist) -> dict:
               "flops": 6 * n_params * tokens_seen, "seconds": time.time() - t0, "losses": [v for _, v in history],
               "out_dir": str(out_dir)}
     if master and history:
-        plot_lines(out_dir / "loss.png", {"train loss": history, "val loss": val_hist}, xlabel="step",
+        rows = read_log(out_dir / "metrics.jsonl")  # the whole run, also when it was resumed
+        plot_lines(out_dir / "loss.png", {"train loss": [(r["step"], r["loss"]) for r in rows if "loss" in r],
+                                          "val loss": [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]},
+                   xlabel="step",
                    ylabel="loss (nats/token)", title=f"{stage}: {out_dir.name}", logy=True)
         log.print(f"done: {cfg.max_steps} steps, {fmt_count(tokens_seen)} tokens in {fmt_duration(result['seconds'])} "
                   f"| final train loss {result['train_loss']:.4f} | val loss {result['val_loss']:.4f} | {out_dir}")

@@ -23,11 +23,15 @@ settings is an error, not a silent reuse. The report goes to reports/<study>-<sc
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import functools
 import hashlib
 import json
 import math
+import os
 import shlex
+import socket
 import sys
 import time
 import warnings
@@ -38,8 +42,8 @@ import datagen
 import evaluate
 import grpo
 import pretrain
-from common import (UserError, latest_checkpoint, markdown_table, plot_lines, preset_config, run_info, run_main,
-                    save_json, setup_dist)
+from common import (UserError, latest_checkpoint, load_json, markdown_table, plot_lines, preset_config, run_info,
+                    run_main, save_json, setup_dist)
 
 STUDIES = ("edge", "context", "midtrain", "process_reward", "pretrain_exposure", "crossover", "weak_supervision")
 
@@ -414,14 +418,17 @@ PLANNERS = {"edge": plan_edge, "context": plan_context, "midtrain": plan_midtrai
 # ----------------------------------------------------------------------------------------------------------------
 # Running jobs: skip what is done, resume what was interrupted
 
+OUTPUT_NEUTRAL = ("resume", "overwrite", "device", "workers")  # settings that never change a job's outputs
+
+
 def run_job(ctx: Context, job: Job, device: str) -> float:
     """Run one job unless its output exists; returns the seconds it took (0 when reused)."""
     out = ctx.run_dir(job.name)
     spec_path = out / "job.json"
     conf = {**job.config, "out_dir": str(out), "device": device}
     if spec_path.exists():
-        old = json.loads(spec_path.read_text())["config"]
-        changed = sorted(k for k in set(old) | set(conf) if k not in ("resume", "device") and old.get(k) != conf.get(k))
+        old = load_json(spec_path, "job file").get("config", {})
+        changed = sorted(k for k in set(old) | set(conf) if k not in OUTPUT_NEUTRAL and old.get(k) != conf.get(k))
         if changed:
             raise UserError(f"{out} was made with other settings ({', '.join(changed)}); delete that folder to redo "
                             f"it, or use another --runs_dir")
@@ -963,6 +970,53 @@ def write_precondition_report(ctx: Context, plan: Plan, seconds: dict, device, w
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# One study at a time per runs folder
+
+@contextlib.contextmanager
+def runs_lock(folder: Path):
+    """Hold `folder/.lock` while a study runs: a second study on the same folder would redo every unfinished job
+    at the same time and interleave their files. A lock left by a dead process on this host is taken over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("host") == me["host"] and not pid_alive(holder.get("pid", 0)):
+                print(f"warning: taking over the lock {path} of process {holder['pid']}, which is no longer running")
+                path.unlink(missing_ok=True)
+                continue
+            raise UserError(f"{folder} is in use by another study (pid {holder.get('pid', '?')} on "
+                            f"{holder.get('host', '?')}, started {holder.get('started', '?')}); wait for it to end, "
+                            f"use another --runs_dir, or delete {path} if that process is gone") from None
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Command line
 
 @dataclass
@@ -1020,9 +1074,16 @@ def main(cfg: Config) -> dict:
             raise UserError(f"unknown study {s!r}; choose one of {', '.join(STUDIES)} or all")
     ctx = Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers)
     device = setup_dist(cfg.device).device
-    if not cfg.dry_run:
+    if cfg.dry_run:
+        return run_studies(ctx, cfg, studies, device)
+    with runs_lock(ctx.dir):
         probe = ctx.pretrain("probe", "ops=2").config  # the scale's pre-training settings
         pretrain.ensure_tokenizer(ctx.tokenizer, probe["tokenizer_problems"], probe["vocab_size"], 0, cfg.workers)
+        return run_studies(ctx, cfg, studies, device)
+
+
+def run_studies(ctx: Context, cfg: Config, studies: list[str], device) -> dict:
+    """Measure the bands where the scale asks for it, then plan, run and report each study."""
     why, ladder_seconds = "", {}
     if ctx.sc.ladder and any(s != "context" for s in studies):
         why, ladder_seconds = ladder_phase(ctx, cfg, device)

@@ -54,7 +54,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import datagen
-from common import UserError, atomic_write, config_dict, print_config, run_main, save_json
+from common import UserError, atomic_write, config_dict, print_config, run_main, save_json, sweep_temporaries
 
 # ----------------------------------------------------------------------------------------------------------------
 # Text format
@@ -199,6 +199,22 @@ def tokenizer_hash(path_or_tok) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
 
 
+def pinned_tokenizer(state: dict, path: str | Path | None = None) -> tuple[Tokenizer, Path]:
+    """The tokenizer a checkpoint was trained with: the file at `path` (default: the path the checkpoint records),
+    checked against the content hash the checkpoint pins. A different tokenizer at that path is an error rather
+    than a silent change of every token id. Returns (tokenizer, its path)."""
+    where = state.get("_path", "the checkpoint")
+    path = path or state.get("tokenizer")
+    if not path:
+        raise UserError(f"checkpoint {where} names no tokenizer; give the tokenizer.json it was trained with")
+    tok = load_tokenizer(path)
+    want = state.get("tokenizer_hash")
+    if want and tokenizer_hash(path) != want:
+        raise UserError(f"tokenizer file {str(path)!r} is not the one checkpoint {where} was trained with (hash "
+                        f"{tokenizer_hash(path)}, the checkpoint pins {want}); restore that tokenizer.json")
+    return tok, Path(path)
+
+
 def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, encoded in parallel in Rust (no offsets kept). Nothing is added: no BOS, no EOS
     beyond the `[EOS]` written in the text."""
@@ -307,6 +323,7 @@ class ShardWriter:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / INDEX).unlink(missing_ok=True)  # from now on the folder is "not finished"
+            sweep_temporaries(self.dir)  # half-written shards of a killed encode
         except OSError as e:
             raise UserError(f"cannot write shards to {str(self.dir)!r}: {e.strerror}") from None
 
@@ -424,18 +441,20 @@ class PackedShards:
         return index
 
     def _spot_check(self) -> None:
-        """Token ids and lengths of the first, last and a few middle rows of every file."""
+        """Every row length (4 bytes a row: cheap), and the token ids of the first, last and a few middle rows of
+        every file (the ids of the rows a batch reads are checked again in `rows`)."""
         T, V = self.max_seq_len, self.vocab_size
         for f, toks, lens in zip(self.index["files"], self._tokens, self._lengths):
             pick = np.unique(np.linspace(0, len(toks) - 1, num=min(len(toks), 8)).astype(np.int64))
-            rows, n = np.asarray(toks[pick]), np.asarray(lens[pick])
+            rows, n = np.asarray(toks[pick]), np.asarray(lens)
             where = self.dir / f["tokens"]
             if rows.max() >= V:
                 raise UserError(f"shard file {where} holds token id {rows.max()} >= vocabulary size {V}: it was not "
                                 f"made with this tokenizer or is corrupt; {self.fix_hint()}")
-            if n.min() < 1 or n.max() > T:
-                raise UserError(f"shard file {where.with_suffix('.len')} holds a row length outside 1..{T}; it is "
-                                f"corrupt -- {self.fix_hint()}")
+            bad = np.flatnonzero((n < 1) | (n > T))
+            if bad.size:
+                raise UserError(f"shard file {self.dir / f['lengths']}: row {bad[0]} has length {n[bad[0]]}, outside "
+                                f"1..{T}; it is corrupt -- {self.fix_hint()}")
 
     def __len__(self) -> int:
         return self.n_rows
@@ -453,6 +472,9 @@ class PackedShards:
             local = idx[sel] - self._starts[fi]
             tokens[sel] = self._tokens[fi][local]
             lengths[sel] = self._lengths[fi][local]
+        if tokens.size and tokens.max() >= self.vocab_size:
+            raise UserError(f"shard folder {self.dir} holds token id {tokens.max()} >= vocabulary size "
+                            f"{self.vocab_size} (corrupt rows); {self.fix_hint()}")
         return torch.from_numpy(tokens), torch.from_numpy(lengths)
 
     def row(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

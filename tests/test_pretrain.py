@@ -144,6 +144,15 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
     (["--preset=micro", "--model_args=n_layer"], "key=value"),
     (["--preset=micro", "--recipe=ops=99"], "outside"),
     (["--preset=micro", "--tokenizer=missing.json"], "not found"),
+    (["--preset=micro", "--ckpt_every=0"], "--ckpt_every must be > 0"),
+    (["--preset=micro", "--eval_every=0"], "--eval_every must be > 0"),
+    (["--preset=micro", "--log_every=0"], "--log_every must be > 0"),
+    (["--preset=micro", "--seq_len=0"], "--seq_len must be > 0"),
+    (["--preset=micro", "--keep_last=0"], "--keep_last must be > 0"),
+    (["--preset=micro", "--lr=-1"], "--lr must be > 0"),
+    (["--preset=micro", "--lr=nan"], "--lr must be > 0"),
+    (["--preset=micro", "--model_args=n_layer=abc"], "n_layer='abc' is not a number"),
+    (["--preset=micro", "--device=tpu"], "--device must be auto, cpu or cuda"),
 ])
 def test_bad_flags(flags, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
