@@ -46,6 +46,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -589,6 +590,149 @@ def split_of(problem_id: str) -> str:
         if u < acc:
             return name
     return name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fidelity: the structure statistics of a set of records, next to the reference generator's (fidelity_reference.json)
+
+FIDELITY_FILE = Path(__file__).with_name("fidelity_reference.json")
+_RHS_KIND = (("plus", re.compile(r"\d+ plus ")), ("times", re.compile(r"\d+ times ")), ("const", re.compile(r"\d+\.$")),
+             ("sum", re.compile(r"the sum of ")), ("diff", re.compile(r"the difference between ")))
+_QUANTITY_SENTENCE = re.compile(r"The number of .+? (?:equals (.+?\.)|exists, and its number is greater than 0\.)"
+                                r"(?= The | It is known |$)")
+# The acceptance rows (issue 15) and their absolute tolerance; each must also pass if within 20% relative.
+FIDELITY_ROWS = {"query is an aggregate": 0.05, "of which aggregates (mean)": 0.5, "sol kinds: any k op": 0.05,
+                 "solution leaves = constants (mean)": 0.5, "depth of solution DAG (mean; min/med/max)": 0.5,
+                 "distractor sentences (mean; min/med/max)": 0.5, "problem words (mean)": 0.5}
+
+
+def _sentence_kind(rhs: str | None) -> str:
+    if rhs is None:
+        return "const"  # reverse mode: the unknown's sentence
+    for kind, pattern in _RHS_KIND:
+        if pattern.match(rhs):
+            return kind
+    return "copy"
+
+
+def structure_stats(records: list[dict], contexts: dict[str, Context] | None = None) -> dict[str, float]:
+    """Per-record structure statistics averaged over `records`, keyed like the rows of fidelity_reference.json
+    (shares as fractions). Everything is read from the record's text and graph, as the reference was measured."""
+    contexts = contexts if contexts is not None else load_contexts()
+    acc: dict[str, list[float]] = {}
+
+    def add(key, v):
+        acc.setdefault(key, []).append(float(v))
+
+    for rec in records:
+        agg_prefix = contexts[rec["context"]].aggregate + " in "
+        nodes = rec["graph"]["nodes"]
+        by_name = {n["name"]: n for n in nodes}
+        is_agg = {n["name"]: n["name"].startswith(agg_prefix) for n in nodes}
+        inst = [n for n in nodes if not is_agg[n["name"]]]
+        depth: dict[str, int] = {}
+        for n in nodes:
+            depth[n["name"]] = 1 + max(depth[p] for p in n["parents"]) if n["parents"] else 0
+        query = rec["graph"]["query"]
+        sentences = _QUANTITY_SENTENCE.findall(rec["problem"])
+        problem = rec["problem"]
+        add("problem chars (mean)", len(problem))
+        add("problem words (mean)", len(problem.split()))
+        add("problem sentences (mean; min/med/max)", len(sentences) + (rec["mode"] == "reverse"))
+        add("distractor sentences (mean; min/med/max)", len(sentences) - len(inst))
+        add("solution steps = Defines (mean; min/med/max)", len(nodes))
+        add("of which aggregates (mean)", len(nodes) - len(inst))
+        add("solution inst. quantities (mean)", len(inst))
+        add("query is an aggregate", is_agg[query])
+        add("solution leaves = constants (mean)", sum(n["combine"] == "const" for n in inst))
+        add("depth of solution DAG (mean; min/med/max)", depth[query])
+        add("answer <= 4 share", rec["answer"] <= 4)
+        for n in inst:
+            kind = "const" if n["combine"] == "const" else n["kop"] or n["combine"]
+            for k, label in (("const", "const"), ("copy", "copy (bare)"), ("sum", "sum (bare)"),
+                             ("diff", "diff (bare)"), ("plus", "any 'k plus'"), ("times", "any 'k times'")):
+                add(f"sol kinds: {label}", kind == k)
+            add("sol kinds: any k op", kind in ("plus", "times"))
+        for rhs in sentences:
+            kind = _sentence_kind(rhs or None)
+            for k in ("const", "copy", "sum", "diff"):
+                add(f"all sentences: {k}", kind == k)
+            add("all sentences: k plus", kind == "plus")
+            add("all sentences: k times", kind == "times")
+        for n in nodes:
+            if is_agg[n["name"]]:
+                add("aggregate fan-in (mean; min/max)", len(n["parents"]))
+        for prev, n in zip(nodes, nodes[1:]):
+            add("step i uses step i-1 (share of steps)", prev["name"] in n["parents"])
+        if rec["mode"] == "reverse":
+            unknown = rec["graph"]["unknown"]
+            add("rev: unknown is step 1", nodes[0]["name"] == unknown)
+            dist = {unknown: 0}  # longest path from the unknown, over nodes that depend on it
+            for n in nodes:
+                ds = [dist[p] for p in n["parents"] if p in dist]
+                if ds and n["name"] != unknown:
+                    dist[n["name"]] = 1 + max(ds)
+            add("rev: longest path unknown->query (mean)", dist.get(query, 0))
+            add("rev: given value min/median/max", by_name[query]["value"])
+    return {key: sum(v) / len(v) for key, v in acc.items()}
+
+
+def load_fidelity_reference(path: str | Path = FIDELITY_FILE) -> dict:
+    """The reference figures: {"source", "method", "cells": {"forward 5": {row: "figure as published"}}}, plus the
+    derived acceptance row "sol kinds: any k op" (k plus + k times)."""
+    try:
+        ref = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError) as e:
+        raise UserError(f"reference file {str(path)!r} is missing or not JSON ({e}); restore it from git") from None
+    for cell in ref["cells"].values():
+        kops = _ref_number(cell["sol kinds: any 'k plus'"]) + _ref_number(cell["sol kinds: any 'k times'"])
+        cell["sol kinds: any k op"] = f"{100 * kops:.0f}%"
+    return ref
+
+
+def _ref_number(text: str) -> float:
+    """The leading figure of a published cell: `1.6; 1/2/4` -> 1.6, `87%` -> 0.87."""
+    s = re.match(r"-?[\d.]+%?", text.strip()).group(0)
+    return float(s[:-1]) / 100 if s.endswith("%") else float(s)
+
+
+def reference_figure(reference: dict, mode: str, op: int, row: str) -> tuple[float, bool] | None:
+    """The reference's figure for `row` at `op` -- measured, or linearly interpolated between the two nearest
+    measured ops (second value True) -- or None outside the measured range."""
+    cells = reference["cells"]
+    measured = sorted(int(key.split()[1]) for key in cells if key.split()[0] == mode and row in cells[key])
+    if op in measured:
+        return _ref_number(cells[f"{mode} {op}"][row]), False
+    lower = [o for o in measured if o < op]
+    upper = [o for o in measured if o > op]
+    if not lower or not upper:
+        return None
+    a, b = lower[-1], upper[0]
+    ya, yb = _ref_number(cells[f"{mode} {a}"][row]), _ref_number(cells[f"{mode} {b}"][row])
+    return ya + (yb - ya) * (op - a) / (b - a), True
+
+
+def within_tolerance(ours: float, ref: float, abs_tol: float) -> bool:
+    """Issue 15's rule: within 20% of the reference (relative), or within an absolute margin for small figures."""
+    return abs(ours - ref) <= max(0.2 * abs(ref), abs_tol)
+
+
+def fidelity_table(op: int, mode: str, n: int = 200, context: str = "zoo", seed: int = 0,
+                   contexts: dict[str, Context] | None = None, reference: dict | None = None) -> list[tuple]:
+    """Rows (metric, ours, reference, interpolated, ok) for `n` problems of one (op, mode, context) cell. The
+    reference was measured on zoo; its structure does not depend on the names, so every context is held to it.
+    `reference` is None where the row was not measured; `ok` is None outside the acceptance rows."""
+    contexts = contexts if contexts is not None else load_contexts()
+    reference = reference if reference is not None else load_fidelity_reference()
+    parts = parse_recipe(f"ops={op} contexts={context} modes={mode}", contexts)
+    ours = structure_stats([sample_at(parts, seed, i, contexts) for i in range(n)], contexts)
+    rows = []
+    for key, value in ours.items():
+        fig = reference_figure(reference, mode, op, key)
+        ref, interp = fig if fig else (None, False)
+        ok = within_tolerance(value, ref, FIDELITY_ROWS[key]) if ref is not None and key in FIDELITY_ROWS else None
+        rows.append((key, value, ref, interp, ok))
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
