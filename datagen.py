@@ -44,6 +44,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -142,8 +143,39 @@ def _shuffled(rand, seq) -> list:
 # when nothing is left undefined, the edges must be used up exactly. That makes any op reachable.
 
 MAX_SOLUTION_INSTANCES = 20  # leaves room in the 5x5 structure graph for distractors
-MAX_AGGREGATES = 3
-SUM_ARITY = (2, 2, 2, 3, 3, 4)  # operands of a sum, drawn uniformly from this tuple
+MAX_AGGREGATES = 4  # one of the 5 places stays open for quantities that no total sums
+SUM_ARITY = (2, 2, 2, 3, 3, 4)  # distractors: operands of a sum, drawn uniformly from this tuple
+# The shape of the solution DAG, calibrated so that its statistics match the reference generator's
+# (fidelity_reference.json; `python bench.py fidelity` prints both):
+# the query is a place's total: forward / reverse (op <= 3: about half the time, as there)
+QUERY_AGG, QUERY_AGG_REVERSE, QUERY_AGG_SMALL = 0.86, 0.95, 0.52
+FREE_AGG = 0.6  # a quantity that no total sums is itself a total (at least one total per solution)
+AGG_FAN_IN = (1, 2, 2, 2, 3, 3)  # types a total sums, drawn uniformly (capped by the budget and the types)
+P_CONST = 0.01  # an instance quantity is a constant before the budget forces one
+# cumulative thresholds of one operand / sum of two / difference (the rest: a sum of 3-4), for a quantity a total
+# sums (or the query) and for the others
+FORMS_OWNED, FORMS_FREE = (0.6, 0.85, 0.9), (0.4, 0.75, 0.8)
+# `k plus` / `k times` applied outside: one operand, when the quantity is summed by a total (or is the query) /
+# when not; a sum or difference. (A bare copy is rare among the quantities a total sums, common among the others.)
+P_KOP_OWNED, P_KOP_UNARY, P_KOP = 1.0, 0.3, 0.15
+P_REUSE = 0.75  # an operand is a quantity already asked for (not a new one): few leaves, a deep DAG
+# Distractors (quantities no step needs): a constant, else a copy / sum / difference below the cumulative
+# thresholds, of solution quantities or earlier distractors, with `k plus` / `k times` outside w.p. DIS_KOP
+DIS_CONST, DIS_COPY, DIS_SUM, DIS_KOP = 0.45, 0.8, 0.95, 0.3
+# Mean number of distractor sentences by op, (op, forward, reverse), as the reference has them; the count is
+# exponentially distributed around it (mostly few, now and then many), linear between the listed ops.
+DISTRACTOR_MEANS = ((3, 3.0, 2.2), (5, 3.6, 2.6), (10, 1.2, 1.5), (15, 2.1, 1.8), (20, 0.7, 0.7))
+
+
+def distractor_mean(op: int, reverse: bool) -> float:
+    table = DISTRACTOR_MEANS
+    col = 2 if reverse else 1
+    if op <= table[0][0]:
+        return table[0][col]
+    for lo, hi in zip(table, table[1:]):
+        if op <= hi[0]:
+            return lo[col] + (hi[col] - lo[col]) * (op - lo[0]) / (hi[0] - lo[0])
+    return table[-1][col]
 
 
 class Skeleton:
@@ -167,56 +199,61 @@ class Skeleton:
         return list(range(first, first + n))
 
 
-def _skeleton(rng: random.Random, op: int, max_types: int) -> Skeleton | None:
-    """A solution DAG with exactly `op` edges (None on a rare dead end; the caller retries)."""
+def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False) -> Skeleton | None:
+    """A solution DAG with exactly `op` edges (None on a rare dead end; the caller retries).
+
+    Shaped like the reference's solutions: the query is usually a place's total, the quantities summed by a total
+    are defined from one another or from further totals (mostly `k plus` / `k times` one quantity), operands are
+    reused rather than created, so the DAG is deep and narrow and ends in one or two constants."""
     sk = Skeleton()
     budget, i, n_agg = op, 0, 0
     rand = rng.random
+    p_query_agg = QUERY_AGG_SMALL if op <= 3 else QUERY_AGG_REVERSE if reverse else QUERY_AGG
     while i < len(sk.combine):
         f = len(sk.combine) - i - 1  # other undefined nodes; each is a reuse candidate (index > i)
         slack = budget - f
-        if slack == 1 and f > 0:  # only one edge to spare: a constant (or a copy of a node that already exists)
-            chosen = ("const", 0, 0, None, 1) if rand() < 0.8 else ("copy", 1, 0, None, 1)
-        else:
-            avg = budget / (f + 1)
-            p_const = min(0.8, 1.2 / (avg * avg))  # many edges per open node left -> fewer leaves
-            chosen = None
-            for _ in range(12):
-                kop = None
-                if rand() < p_const:
-                    form, n_par = "const", 0
-                else:
-                    r = rand()
-                    if r < 0.15 and sk.owner[i] < 0 and n_agg < MAX_AGGREGATES:
-                        form, n_par = "agg", 1 + int(rand() * max_types)
-                    elif r < 0.30:
-                        form, n_par = "copy", 1
-                    elif r < 0.75:
-                        form, n_par = "sum", SUM_ARITY[int(rand() * len(SUM_ARITY))]
-                    else:
-                        form, n_par = "diff", 2
-                    if form != "agg" and rand() < 0.35:
-                        kop = "plus" if rand() < 0.5 else "times"
-                if form == "agg":
-                    n_new = cost = n_par
-                else:
-                    n_new = n_par
-                    if f:  # each operand reuses an existing node with probability 0.3
-                        for _ in range(n_par):
-                            n_new -= rand() < 0.3
-                        if n_par - n_new > f:
-                            continue
-                    cost = (n_par or 1) + (kop is not None)
-                if cost + n_new > slack or (f + n_new == 0 and cost != budget):
-                    continue
-                if len(sk.combine) + n_new > MAX_SOLUTION_INSTANCES + n_agg + (form == "agg"):
-                    continue
-                chosen = (form, n_par, n_new, kop, cost)
-                break
-            if chosen is None:  # a constant is always feasible while others remain; else a copy of a new node
-                chosen = ("const", 0, 0, None, 1) if f > 0 or budget == 1 else ("copy", 1, 1, None, 1)
-                if len(sk.combine) + chosen[2] > MAX_SOLUTION_INSTANCES + n_agg:
-                    return None
+        chosen = None
+        owned = sk.owner[i] >= 0
+        if not owned and n_agg < MAX_AGGREGATES and slack >= 2 and (
+                rand() < p_query_agg if i == 0 else (n_agg == 0 or budget == 2 and f == 0 or rand() < FREE_AGG)):
+            fan_in = min(AGG_FAN_IN[int(rand() * len(AGG_FAN_IN))], max_types, slack // 2)
+            if len(sk.combine) + fan_in <= MAX_SOLUTION_INSTANCES + n_agg + 1:
+                chosen = ("agg", fan_in, fan_in, None, fan_in)
+        for _ in range(12 if chosen is None else 0):
+            if f == 0 and budget == 1 or rand() < P_CONST:
+                form, n_par = "const", 0
+            else:
+                r = rand()
+                unary, sum2, diff = FORMS_OWNED if owned or i == 0 else FORMS_FREE
+                form, n_par = ("copy", 1) if r < unary else ("sum", 2) if r < sum2 else \
+                    ("diff", 2) if r < diff else ("sum", 3 + (rand() < 0.3))
+            kop = None
+            if form != "const" and rand() < (P_KOP if n_par > 1 else P_KOP_OWNED if owned or i == 0 else P_KOP_UNARY):
+                kop = "plus" if rand() < 0.5 else "times"
+            n_new = n_par
+            if f:  # each operand reuses a node still undefined with probability P_REUSE
+                for _ in range(n_par):
+                    n_new -= rand() < P_REUSE
+                if n_par - n_new > f:
+                    n_new = n_par - f
+            cost = (n_par or 1) + (kop is not None)
+            if cost + n_new > slack or (f + n_new == 0 and cost != budget):
+                continue
+            if n_agg == 0 and (n_new == 0 or slack - cost - n_new < 1):  # leave a new node room to be a total
+                continue
+            if f == 1 and n_new == 0 and budget - cost == 2 and sk.owner[i + 1] >= 0:
+                continue  # the last quantity, summed by a total, would be a bare copy of a new constant
+            if len(sk.combine) + n_new > MAX_SOLUTION_INSTANCES + n_agg:
+                continue
+            chosen = (form, n_par, n_new, kop, cost)
+            break
+        if chosen is None:  # no draw fits: a copy of a node still undefined or a constant (always feasible while
+            #                 others remain; a copy of one rather than a new constant keeps the leaves few), else a
+            #                 copy of a new node
+            chosen = ("copy", 1, 0, None, 1) if f > 0 and rand() < P_REUSE else \
+                ("const", 0, 0, None, 1) if f > 0 or budget == 1 else ("copy", 1, 1, None, 1)
+            if len(sk.combine) + chosen[2] > MAX_SOLUTION_INSTANCES + n_agg:
+                return None
         form, n_par, n_new, kop, cost = chosen
         if form == "agg":
             sk.is_agg[i] = True
@@ -352,7 +389,7 @@ class Problem:
 def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Problem | None:
     """Build a problem's structure (None on a dead end; the caller retries with the same rng)."""
     rand = rng.random
-    sk = _skeleton(rng, op, n_types)
+    sk = _skeleton(rng, op, n_types, reverse)
     if sk is None:
         return None
     n_sol = len(sk.combine)
@@ -381,8 +418,7 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
     capacity = open_places * n_types - len(free)
     if capacity < 0 or (free and open_places == 0):
         return None
-    lo, hi = max(1, n_sol // 3), n_sol // 2 + 3  # distractor count
-    n_dis = min(capacity, lo + int(rand() * (hi - lo + 1)))
+    n_dis = min(capacity, int(distractor_mean(op, reverse) * -math.log(1.0 - rand()) + 0.5))
     need = len(free) + n_dis
     place_order = _shuffled(rand, places_sub)
     n_open = 0 if need == 0 else -(-need // n_types) + int(rand() * (open_places - (-(-need // n_types)) + 1))
@@ -408,11 +444,11 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
         pname.append(p)
         r = rand()
         pool = n_sol + j
-        if r < 0.3:
+        if r < DIS_CONST:
             c, ps = "const", []
-        elif r < 0.5:
+        elif r < DIS_COPY:
             c, ps = "copy", [int(rand() * pool)]
-        elif r < 0.85:
+        elif r < DIS_SUM:
             c, ps = "sum", _sample(rand, range(pool), min(pool, SUM_ARITY[int(rand() * len(SUM_ARITY))]))
             if len(ps) == 1:
                 c = "copy"
@@ -420,7 +456,7 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
             c, ps = ("diff", _sample(rand, range(pool), 2)) if pool >= 2 else ("copy", [0])
         combine.append(c)
         parents.append(ps)
-        kop.append(None if c == "const" or rand() >= 0.35 else ("plus" if rand() < 0.5 else "times"))
+        kop.append(None if c == "const" or rand() >= DIS_KOP else ("plus" if rand() < 0.5 else "times"))
         k.append(None)
         values.append(0)
         is_agg.append(False)
