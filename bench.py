@@ -247,7 +247,7 @@ def bench_data(cfg: DataBench) -> None:
             parts = datagen.parse_recipe(f"ops={op} modes={mode}")
             n, t0, c0 = 0, time.perf_counter(), time.process_time()
             while time.perf_counter() - t0 < cfg.seconds:
-                datagen._chunk((parts, 0, n, "all", contexts))  # what a worker does: generate + JSON-encode
+                datagen._chunk((parts, 0, n, "all", contexts, datagen.PAPER))  # what a worker does: generate + JSON-encode
                 n += datagen.CHUNK
             rate = n / (time.process_time() - c0)  # CPU time: one core, whatever else runs
             ref = REFERENCE_RATES.get((mode, op))

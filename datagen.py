@@ -57,8 +57,21 @@ from common import UserError, run_main
 
 MIN_OP, MAX_OP = 2, 30
 MAX_VALUE = 1000  # every quantity on the solution path is an integer in 1..MAX_VALUE
-UNKNOWN_MAX = 20  # reverse mode: the hidden leaf's true value is drawn from 1..UNKNOWN_MAX (not 1..4, so the
-#                   answer cannot be guessed from the constants' range)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where our generator may differ from the paper's (GSM-Infinite) on purpose. Every default is the paper's;
+    none of them moves the structure statistics (`python bench.py fidelity`)."""
+    unknown_max: int = 4  # reverse mode: the unknown's value is drawn from 1..unknown_max (paper: 1-4, like every
+    #                       constant; e.g. 20 keeps the answer from being guessable from the constants' range)
+    repair: bool = False  # a solution value out of 1..MAX_VALUE: False = redraw the problem (the paper rejects it);
+    #                       True = repair it in place (a difference written larger-first, `k times` -> `k plus`)
+    valid_distractors: bool = False  # False = distractors' values go unchecked (the paper's); True = a distractor
+    #                                  whose value would leave 1..MAX_VALUE is repaired, else becomes a constant
+
+
+PAPER = Options()
 LETTERS = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwyz"]  # every letter but x (the unknown)
 SPLITS = {"train": 0.85, "rl": 0.05, "val": 0.05, "test": 0.05}  # share of the id space per split
 REVERSE_PREAMBLE = "The question is difficult, so we use equations to solve it."
@@ -304,19 +317,28 @@ def node_cost(n_parents: int, k) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Values: assign constants bottom-up, keep every value a positive integer <= MAX_VALUE
 
-def _assign_values(rng, combine, parents, kop, k, values, order, unknown=-1, strict=True) -> bool:
-    """Fill `values` for nodes in `order` (parents first). Local repairs keep values in range without
-    changing any edge count: a difference is written larger-first (or becomes a sum if both are equal), and
-    `k times` becomes `k plus` when the product would pass MAX_VALUE. Returns False if a value is still out of
-    range (strict) -- or, for distractors (strict=False), turns that node into a constant."""
+def _assign_values(rng, combine, parents, kop, k, values, order, unknown=-1, unknown_max=4, repair=False,
+                   strict=True) -> bool:
+    """Fill `values` for nodes in `order` (parents first). Returns False as soon as a value leaves 1..MAX_VALUE
+    (strict), unless `repair`: then local repairs keep values in range without changing any edge count (a
+    difference is written larger-first, or becomes a sum if both are equal; `k times` becomes `k plus` when the
+    product would pass MAX_VALUE), and a node still out of range fails (strict) or becomes a constant (not strict:
+    distractors). Not strict and not repair: any value is kept."""
     for i in order:
         c = combine[i]
         if c == "const":
             if k[i] is None:
-                k[i] = int(rng.random() * UNKNOWN_MAX) + 1 if i == unknown else int(rng.random() * 4) + 1
+                k[i] = int(rng.random() * unknown_max) + 1 if i == unknown else int(rng.random() * 4) + 1
             values[i] = k[i]
             continue
         ps = parents[i]
+        if not repair:
+            if kop[i] is not None and k[i] is None:
+                k[i] = int(rng.random() * 4) + 1 if kop[i] == "plus" else int(rng.random() * 3) + 2
+            v = values[i] = _combine(c, [values[p] for p in ps], kop[i], k[i])
+            if strict and not 1 <= v <= MAX_VALUE:
+                return False
+            continue
         if c == "diff":
             a, b = values[ps[0]], values[ps[1]]
             if a < b:
@@ -363,14 +385,14 @@ def _assign(var: str, sym: str, sub: str, val: str) -> str:
     return " = ".join(segs)
 
 
-def make_problem(rng: random.Random, op: int, ctx: Context, mode: str = "forward") -> dict:
+def make_problem(rng: random.Random, op: int, ctx: Context, mode: str = "forward", opts: Options = PAPER) -> dict:
     """One record (SPEC §2) with exactly `op` edges in its solution, drawn from `rng`."""
     reverse = mode == "reverse"
     places_sub = ctx.places[int(rng.random() * len(ctx.places))]
     types_sub = ctx.types[int(rng.random() * len(ctx.types))]
     n_types = len(types_sub)
     while True:
-        pb = _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse)
+        pb = _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts)
         if pb is not None:
             return render_problem(pb, rng)
 
@@ -386,7 +408,7 @@ class Problem:
             setattr(self, key, v)
 
 
-def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Problem | None:
+def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts=PAPER) -> Problem | None:
     """Build a problem's structure (None on a dead end; the caller retries with the same rng)."""
     rand = rng.random
     sk = _skeleton(rng, op, n_types, reverse)
@@ -400,7 +422,8 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
     if reverse:
         leaves = [i for i in range(n_sol) if combine[i] == "const"]
         unknown = leaves[int(rand() * len(leaves))]
-    if not _assign_values(rng, combine, parents, kop, k, values, range(n_sol - 1, -1, -1), unknown):
+    if not _assign_values(rng, combine, parents, kop, k, values, range(n_sol - 1, -1, -1), unknown, opts.unknown_max,
+                          opts.repair):
         return None
     forms = None
     if reverse:  # the same rules over linear forms in x; the unknown is x itself
@@ -460,7 +483,8 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
         k.append(None)
         values.append(0)
         is_agg.append(False)
-    _assign_values(rng, combine, parents, kop, k, values, range(n_sol, n_all), strict=False)
+    _assign_values(rng, combine, parents, kop, k, values, range(n_sol, n_all), repair=opts.valid_distractors,
+                   strict=False)
     return Problem(ctx=ctx, reverse=reverse, n_sol=n_sol, combine=combine, parents=parents, kop=kop, k=k,
                    values=values, forms=forms, is_agg=is_agg, tname=tname, pname=pname, unknown=unknown)
 
@@ -931,14 +955,14 @@ def _pick(rand, dist: dict):
 # ----------------------------------------------------------------------------------------------------------------
 # Streams: pure functions of (seed, index), in parallel, deterministic
 
-def sample_at(parts: list[Part], seed: int, index: int, contexts: dict[str, Context]) -> dict:
+def sample_at(parts: list[Part], seed: int, index: int, contexts: dict[str, Context], opts: Options = PAPER) -> dict:
     """Problem number `index` of the stream `seed` -- the same whatever process computes it."""
     rng = random.Random(f"{seed}/{index}")
     part = parts[_pick(rng.random, {i: p.weight for i, p in enumerate(parts)})] if len(parts) > 1 else parts[0]
     op = _pick(rng.random, part.ops)
     ctx = contexts[_pick(rng.random, part.contexts)]
     mode = _pick(rng.random, part.modes)
-    return make_problem(rng, op, ctx, mode)
+    return make_problem(rng, op, ctx, mode, opts)
 
 
 CHUNK = 256  # indices per unit of work
@@ -947,13 +971,13 @@ _JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 def _chunk(args) -> list[tuple[str, int, str, str, str]]:
     """Worker: the records of indices [start, start + CHUNK) that fall in `split`, as JSON lines."""
-    parts, seed, start, split, contexts = args
+    parts, seed, start, split, contexts, opts = args
     out = []
     gc_was_on = gc.isenabled()
     gc.disable()  # ~5% faster: each record allocates many small containers, and none of them form cycles
     try:
         for index in range(start, start + CHUNK):
-            rec = sample_at(parts, seed, index, contexts)
+            rec = sample_at(parts, seed, index, contexts, opts)
             if split == "all" or split_of(rec["id"]) == split:
                 out.append((rec["id"], rec["op"], rec["context"], rec["mode"], _JSON.encode(rec)))
     finally:
@@ -963,7 +987,7 @@ def _chunk(args) -> list[tuple[str, int, str, str, str]]:
 
 
 def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1,
-                   contexts: dict[str, Context] | None = None, progress: bool = False):
+                   contexts: dict[str, Context] | None = None, progress: bool = False, opts: Options = PAPER):
     """Yield (id, op, context, mode, json_line) for the first `n` distinct problems of the stream that fall
     in `split`. Indices are processed in order and deduplicated by id in the parent, so the output is
     identical for any `workers`."""
@@ -982,7 +1006,7 @@ def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all",
     try:
         done, start = 0, 0
         while done < n:
-            batch = [(parts, seed, start + j * CHUNK, split, contexts) for j in range(max(1, workers) * 4)]
+            batch = [(parts, seed, start + j * CHUNK, split, contexts, opts) for j in range(max(1, workers) * 4)]
             start += len(batch) * CHUNK
             results = pool.imap(_chunk, batch) if pool else map(_chunk, batch)
             for chunk in results:
@@ -1007,10 +1031,11 @@ def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all",
             bar.close()
 
 
-def generate(recipe: str | list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1):
+def generate(recipe: str | list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1,
+             opts: Options = PAPER):
     """Yield `n` record dicts of a recipe (a name, a spec, or parsed parts)."""
     parts = parse_recipe(recipe) if isinstance(recipe, str) else recipe
-    for item in generate_lines(parts, n, seed, split, workers):
+    for item in generate_lines(parts, n, seed, split, workers, opts=opts):
         yield json.loads(item[4])
 
 
@@ -1060,6 +1085,9 @@ class Config:
     split: str = "all"  # keep only problems whose id falls in this split: train, rl, val, test or all
     out: str = ""  # output JSONL path (required)
     workers: int = 1  # worker processes; the output does not depend on it
+    unknown_max: int = PAPER.unknown_max  # reverse mode: the unknown's value is drawn from 1..unknown_max
+    repair: bool = PAPER.repair  # repair a solution value out of range in place instead of redrawing the problem
+    valid_distractors: bool = PAPER.valid_distractors  # keep every distractor's value in range too
     progress: bool = True  # show a progress bar
 
 
@@ -1089,6 +1117,9 @@ def main(cfg: Config) -> dict:
         raise UserError("--out PATH is required (a .jsonl file to write)")
     if cfg.workers < 1:
         raise UserError(f"--workers must be >= 1, got {cfg.workers}")
+    if cfg.unknown_max < 1:
+        raise UserError(f"--unknown_max must be >= 1, got {cfg.unknown_max}")
+    opts = Options(cfg.unknown_max, cfg.repair, cfg.valid_distractors)
     parts = build_parts(cfg)
     out = Path(cfg.out)
     try:
@@ -1100,7 +1131,7 @@ def main(cfg: Config) -> dict:
     t0 = time.time()
     with f:
         for _id, op, ctx, mode, line in generate_lines(parts, cfg.n, cfg.seed, cfg.split, cfg.workers,
-                                                       progress=cfg.progress):
+                                                       progress=cfg.progress, opts=opts):
             f.write(line + "\n")
             by_op[op] += 1
             by_ctx[ctx] += 1
