@@ -6,6 +6,7 @@ The project's benchmarks, one per subcommand (the first word picks it; the rest 
   python bench.py data                       # datagen problems/s per core (op 5/10/20, both modes), workers
   python bench.py tokenizer                  # BPE training time, encode tokens/s on one core and all cores
   python bench.py verify                     # process-verifier completions/s per core
+  python bench.py fidelity                   # problem structure per op and mode vs the GSM-Infinite reference
   python bench.py model --help               # the flags of one benchmark
 
 Each prints what it measured and ends with Markdown table row(s) to paste into the README.
@@ -406,6 +407,64 @@ def bench_verify(cfg: VerifyBench) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# fidelity: the structure of our problems next to the reference generator's (GSM-Infinite), per op and mode
+
+@dataclass
+class FidelityBench:
+    n: int = 200  # problems per (context, mode, op) cell (the reference used 200)
+    ops: str = "3,5,10,15,20"  # ops, comma-separated; between the measured ops 3/5/10/15/20 the reference is interpolated
+    modes: str = "forward,reverse"  # modes, comma-separated
+    contexts: str = "zoo"  # contexts, comma-separated (the reference was measured on zoo; its structure is name-free)
+    seed: int = 0  # stream seed of our problems
+    rows: str = "acceptance"  # rows to print per cell: acceptance (issue 15's seven) or all
+
+
+def _fmt_stat(key: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.0f}%" if _share_row(key) else f"{v:.2f}"
+
+
+def _share_row(key: str) -> bool:
+    return key.startswith(("sol kinds", "all sentences", "query is", "step i uses", "answer <= 4", "rev: unknown is"))
+
+
+def bench_fidelity(cfg: FidelityBench) -> None:
+    """Structure statistics of our problems next to the GSM-Infinite reference figures; flags rows out of tolerance."""
+    import datagen
+
+    require_positive(cfg, "n")
+    try:
+        op_list = [int(o) for o in cfg.ops.split(",")]
+    except ValueError:
+        raise UserError(f"--ops must be comma-separated integers like 3,5,10, got {cfg.ops!r}") from None
+    if cfg.rows not in ("acceptance", "all"):
+        raise UserError(f"--rows must be acceptance or all, got {cfg.rows!r}")
+    contexts = datagen.load_contexts()
+    reference = datagen.load_fidelity_reference()
+    print_config(cfg, "bench fidelity")
+    print(f"reference: {reference['source']}\nhow each row is counted: {reference['method']}")
+    print("tolerance: within 20% of the reference, or within an absolute margin (0.5 for counts, 5 points for "
+          "shares); ~ marks a reference figure interpolated between measured ops\n")
+    bad = []
+    for ctx in cfg.contexts.split(","):
+        for mode in cfg.modes.split(","):
+            for op in op_list:
+                rows = datagen.fidelity_table(op, mode, n=cfg.n, context=ctx, seed=cfg.seed, contexts=contexts,
+                                              reference=reference)
+                print(f"### {ctx}, op {op}, {mode}\n\n| metric | ours | reference | |\n|---|---|---|---|")
+                for key, ours, ref, interp, ok in rows:
+                    if cfg.rows == "acceptance" and key not in datagen.FIDELITY_ROWS:
+                        continue
+                    flag = "" if ok is None else "ok" if ok else "**OUT**"
+                    print(f"| {key} | {_fmt_stat(key, ours)} | {'~' if interp else ''}{_fmt_stat(key, ref)} | {flag} |")
+                    if ok is False:
+                        bad.append(f"{ctx} op {op} {mode}: {key} {_fmt_stat(key, ours)} vs {_fmt_stat(key, ref)}")
+                print()
+    print(f"{len(bad)} acceptance row(s) out of tolerance" + "".join(f"\n  {b}" for b in bad))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Subcommands
 
 BENCHMARKS = {
@@ -413,6 +472,7 @@ BENCHMARKS = {
     "data": (DataBench, bench_data),
     "tokenizer": (TokenizerBench, bench_tokenizer),
     "verify": (VerifyBench, bench_verify),
+    "fidelity": (FidelityBench, bench_fidelity),
 }
 
 
