@@ -215,9 +215,13 @@ def bench_model(cfg: ModelBench) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # data: problems/s of datagen on one core, by op and mode, and the speed-up of worker processes
 
-# One core of this machine class, the reference GSM-Infinite generator (problems/s); the target is 20x.
+# The reference GSM-Infinite generator's problems/s, NOT measured in this run: fixed figures, measured on 2026-11-29 on
+# one core of a 2-core AMD EPYC VM (this project's development machine class). A ratio against them is only as good
+# as the two machines' likeness; a same-run comparison on 2026-11-30 (issue 15) put the generator of commit 3773229 at
+# 15.8x the reference at op 5 forward, 49-59x at op 10-20 forward and 184-711x in reverse. Our target: 20x at op 5.
 REFERENCE_RATES = {("forward", 5): 700, ("forward", 10): 140, ("forward", 20): 90,
                    ("reverse", 5): 52, ("reverse", 10): 10, ("reverse", 20): 7}
+REFERENCE_RATES_NOTE = "reference: GSM-Infinite, measured 2026-11-29 on one core of a 2-core AMD EPYC VM, not in this run"
 
 
 @dataclass
@@ -254,7 +258,7 @@ def bench_data(cfg: DataBench) -> None:
             ref = REFERENCE_RATES.get((mode, op))
             rows.append((mode, op, rate, ref))
             print(f"{mode:<8} op {op:>2}: {rate:10,.0f} problems/s per core"
-                  + (f"  ({rate / ref:5.1f}x the reference {ref}/s)" if ref else ""))
+                  + (f"  ({rate / ref:5.1f}x the reference's {ref}/s, measured elsewhere)" if ref else ""))
     workers = cfg.workers or os.cpu_count() or 1
     parts = datagen.parse_recipe("pretrain_uniform")
     times = {}
@@ -265,7 +269,8 @@ def bench_data(cfg: DataBench) -> None:
         times[w] = time.perf_counter() - t0
         print(f"generate_lines, {w} worker(s): {cfg.scale_n / times[w]:,.0f} problems/s ({cfg.scale_n:,} problems of "
               f"pretrain_uniform, split train, deduplicated)")
-    print("\n| benchmark | mode | op | problems/s (one core) | reference | ratio |")
+    print(f"\n{REFERENCE_RATES_NOTE}")
+    print("| benchmark | mode | op | problems/s (one core) | reference (2026-11-29, elsewhere) | ratio |")
     print("|---|---|---|---|---|---|")
     for mode, op, rate, ref in rows:
         print(f"| datagen | {mode} | {op} | {fmt_rate(rate)} | {ref or '-'} | {f'{rate / ref:.0f}x' if ref else '-'} |")

@@ -19,6 +19,12 @@ problem has one defining sentence, needed or not (distractors); aggregates ("tot
 are never defined by a sentence -- the rule "aggregate = sum of P's quantities" is learned from data.
 In reverse mode one leaf is unknown, the final value is given, and the solution solves a linear equation.
 
+At every op the problems are built like the paper's (the GSM-Infinite "realistic" generator): the question
+mostly asks for a place's total, a total's quantities are mostly `k plus` / `k times` one another or further
+totals, operands are reused so the DAG is deep and ends in one or two constants, and distractors are as many as
+there. `python bench.py fidelity` prints these statistics next to the reference's (fidelity_reference.json); where
+ours differs on purpose it is a named `Options` field whose default is the paper's (SPEC §2).
+
 Records are JSON lines with fields id, op, context, mode, problem, question, solution, answer, graph
 (see SPEC §2). The id hashes what the problem *is* (not sentence order or letters); splits
 (train / rl / val / test) and dedup are decided from it, so a problem can never sit on both sides of a split.

@@ -364,3 +364,64 @@ def test_read_jsonl_rejects_bad_lines(tmp_path):
         datagen.read_jsonl(p)
     with pytest.raises(UserError, match="not found"):
         datagen.read_jsonl(tmp_path / "missing.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fidelity to the paper's generator (GSM-Infinite): structure statistics per op and mode, options
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+@pytest.mark.parametrize("op", [3, 5, 10, 20])
+def test_structure_matches_the_reference(op, mode):
+    """Issue 15's acceptance rows stay within tolerance of the stored reference figures (seeded, 200 problems)."""
+    rows = datagen.fidelity_table(op, mode, n=200, seed=0)
+    checked = {key: (ours, ref) for key, ours, ref, _, ok in rows if ok is not None}
+    assert set(checked) == set(datagen.FIDELITY_ROWS)
+    bad = {key: v for key, v in checked.items() if not datagen.within_tolerance(*v, datagen.FIDELITY_ROWS[key])}
+    assert not bad, bad
+
+
+def test_structure_other_context_and_interpolated_op():
+    rows = datagen.fidelity_table(12, "forward", n=200, context="movies", seed=1)
+    checked = {key: ok for key, _, ref, interp, ok in rows if ok is not None}
+    assert all(checked.values()), rows
+    assert "problem words (mean)" not in checked  # movie names are longer than the zoo's the reference used
+    assert all(interp for key, _, ref, interp, _ in rows if ref is not None)
+
+
+def test_structure_stats_of_a_known_problem():
+    """T = a + b, a = 2 times b, b = 3: one aggregate query, one k op, one constant leaf, depth 2."""
+    agg = CONTEXTS["zoo"].aggregate
+    a, b, t = "adult owl in South Zoo", "adult crow in South Zoo", f"{agg} in South Zoo"
+    rec = {"context": "zoo", "mode": "forward", "answer": 9,
+           "problem": f"The number of {a} equals 2 times the number of {b}. The number of {b} equals 3. "
+                      f"The number of adult bear in Pine Ridge equals 4.",
+           "graph": {"query": t, "unknown": None, "nodes": [
+               {"name": b, "parents": [], "combine": "const", "k": 3, "kop": None, "value": 3},
+               {"name": a, "parents": [b], "combine": "copy", "k": 2, "kop": "times", "value": 6},
+               {"name": t, "parents": [a, b], "combine": "sum", "k": None, "kop": None, "value": 9}]}}
+    s = datagen.structure_stats([rec], CONTEXTS)
+    assert s["query is an aggregate"] == 1 and s["of which aggregates (mean)"] == 1
+    assert s["sol kinds: any k op"] == 0.5 and s["solution leaves = constants (mean)"] == 1
+    assert s["depth of solution DAG (mean; min/med/max)"] == 2 and s["distractor sentences (mean; min/med/max)"] == 1
+    assert s["problem sentences (mean; min/med/max)"] == 3 and s["all sentences: const"] == 2 / 3
+
+
+def test_options_default_to_the_papers():
+    assert datagen.Options() == datagen.PAPER == datagen.Options(unknown_max=4, repair=False, valid_distractors=False)
+    rng = random.Random(3)
+    paper = [datagen.make_problem(rng, op, CONTEXTS["zoo"], "reverse") for op in (3, 8, 15) for _ in range(40)]
+    assert all(1 <= r["answer"] <= 4 for r in paper)
+    wide = [datagen.make_problem(rng, op, CONTEXTS["zoo"], "reverse", datagen.Options(unknown_max=20, repair=True,
+                                                                                      valid_distractors=True))
+            for op in (3, 8, 15) for _ in range(40)]
+    assert max(r["answer"] for r in wide) > 4
+    for rec in paper + wide:  # either way, every solution value is in range and recomputes
+        assert all(1 <= n["value"] <= datagen.MAX_VALUE for n in rec["graph"]["nodes"])
+        assert datagen.recompute_values(rec["graph"])[rec["graph"]["unknown"]] == rec["answer"]
+
+
+def test_split_method_is_pinned():
+    """Splits come from the id's first 32 bits against the cumulative shares, in the order of SPLITS."""
+    assert list(datagen.SPLITS) == ["train", "rl", "val", "test"]
+    assert [datagen.split_of(h + "0" * 8) for h in ("00000000", "d9000000", "dc000000", "e8000000", "f4000000")] == \
+        ["train", "train", "rl", "val", "test"]
