@@ -166,35 +166,78 @@ MAX_AGGREGATES = 4  # one of the 5 places stays open for quantities that no tota
 SUM_ARITY = (2, 2, 2, 3, 3, 4)  # distractors: operands of a sum, drawn uniformly from this tuple
 # The shape of the solution DAG, calibrated so that its statistics match the reference generator's
 # (fidelity_reference.json; `python bench.py fidelity` prints both):
-# the query is a place's total, from op 5 on: forward / reverse; at op <= 3 about half the time (linear between)
-QUERY_AGG, QUERY_AGG_REVERSE, QUERY_AGG_SMALL = 0.86, 0.95, 0.52
-FREE_AGG = 0.6  # a quantity that no total sums is itself a total (at least one total per solution)
 AGG_FAN_IN = (1, 1, 2, 2, 3, 3)  # types a total sums, drawn uniformly (capped by the budget and the types)
 P_CONST = 0.01  # an instance quantity is a constant before the budget forces one
 # cumulative thresholds of one operand / sum of two / difference (the rest: a sum of 3-4), for a quantity a total
 # sums (or the query) and for the others
 FORMS_OWNED, FORMS_FREE = (0.6, 0.85, 0.9), (0.4, 0.75, 0.8)
-# `k plus` / `k times` applied outside: one operand, when the quantity is summed by a total (or is the query) /
-# when not; a sum or difference. (A bare copy is rare among the quantities a total sums, common among the others.)
-P_KOP_OWNED, P_KOP_UNARY, P_KOP = 1.0, 0.3, 0.15
-P_REUSE = 0.75  # an operand is a quantity already asked for (not a new one): few leaves, a deep DAG
+FORMS_MANY = (0.2, 0.5, 0.55)  # the same for a total's operand with many operands, each with a k op as often as a
+#                                single one (per-op chance, SHAPE_BY_OP)
+# `k plus` / `k times` outside one operand of a quantity no total sums; outside a sum or difference
+P_KOP_UNARY, P_KOP = 0.3, 0.15
 # Distractors (quantities no step needs): a constant, else a copy / sum / difference below the cumulative
 # thresholds, of solution quantities or earlier distractors, with `k plus` / `k times` outside w.p. DIS_KOP
 DIS_CONST, DIS_COPY, DIS_SUM, DIS_KOP = 0.45, 0.8, 0.95, 0.3
-# Mean number of distractor sentences by op, (op, forward, reverse), as the reference has them; the count is
-# exponentially distributed around it (mostly few, now and then many), linear between the listed ops.
-DISTRACTOR_MEANS = ((3, 3.0, 2.2), (5, 3.6, 2.6), (10, 1.2, 1.5), (15, 2.1, 1.8), (20, 0.7, 0.7))
+# Per-op knobs. The reference draws every problem from an op band (op_max 3, 4, 6, 10, 15, 20, 25, 30) and keeps
+# those that land on the requested op, so its shape jumps from op to op (at op 6 a third of the k ops of op 5,
+# twice the distractors); one smooth setting cannot follow it, so these are fitted per op and mode against the
+# reference figures (`python bench.py fidelity` prints both). Ops past 20 use op 20's. Each entry:
+#   P(the query is a place's total),
+#   P(`k plus` / `k times` outside one operand of a total, or of the query),
+#   P(an operand reuses a quantity already asked for, not a new one: fewer leaves, a deeper DAG),
+#   types a total sums beyond AGG_FAN_IN's draw (0-2, as two chances: 0.5 = one more half the time),
+#   mean number of distractors (exponentially distributed: mostly few, now and then many),
+#   P(a quantity no total sums is itself a total; every solution holds at least one total),
+#   P(a total's operand takes its form from FORMS_MANY: several operands, often with a k op).
+SHAPE_BY_OP = {
+    "forward": {
+        2: (1.00, 0.00, 0.35, 0.00, 4.50, 0.60, 0.00),
+        3: (0.50, 0.00, 0.35, 0.00, 2.85, 0.60, 0.00),
+        4: (0.91, 0.75, 0.35, 0.50, 3.53, 0.60, 0.00),
+        5: (0.89, 1.00, 0.65, 1.00, 3.48, 0.60, 0.00),
+        6: (0.78, 1.00, 0.50, 0.50, 6.19, 0.60, 0.00),
+        7: (0.78, 0.75, 0.50, 0.50, 3.89, 0.60, 0.00),
+        8: (0.72, 0.75, 0.35, 0.00, 3.67, 0.60, 0.00),
+        9: (0.80, 1.00, 0.65, 0.50, 3.82, 0.60, 0.00),
+        10: (0.91, 1.00, 0.80, 0.00, 1.29, 0.95, 0.40),
+        11: (0.86, 1.00, 0.80, 0.50, 1.72, 0.95, 0.00),
+        12: (0.94, 0.90, 0.80, 0.00, 0.69, 0.95, 1.00),
+        13: (0.91, 1.00, 0.95, 0.00, 0.66, 0.95, 1.00),
+        14: (0.85, 1.00, 0.80, 0.00, 1.93, 0.95, 0.40),
+        15: (0.74, 1.00, 0.65, 0.50, 2.36, 0.95, 0.00),
+        16: (0.92, 0.90, 0.95, 0.00, 0.79, 0.95, 1.00),
+        17: (0.87, 1.00, 0.95, 0.00, 1.08, 0.95, 0.40),
+        18: (0.92, 1.00, 0.80, 0.00, 0.93, 0.60, 0.40),
+        19: (0.94, 1.00, 0.95, 0.00, 0.51, 0.95, 1.00),
+        20: (0.86, 1.00, 0.95, 0.50, 0.85, 0.95, 0.40),
+    },
+    "reverse": {
+        2: (1.00, 0.00, 0.35, 0.00, 1.01, 0.60, 0.00),
+        3: (0.57, 0.00, 0.35, 0.00, 2.24, 0.60, 0.00),
+        4: (0.97, 0.75, 0.35, 0.50, 2.70, 0.60, 0.00),
+        5: (0.91, 1.00, 0.65, 1.00, 2.50, 0.60, 0.00),
+        6: (0.91, 0.75, 0.35, 1.50, 5.21, 0.60, 0.00),
+        7: (0.99, 0.75, 0.35, 0.50, 4.05, 0.60, 0.00),
+        8: (0.97, 1.00, 0.65, 0.50, 3.40, 0.60, 0.00),
+        9: (0.98, 1.00, 0.50, 0.00, 2.36, 0.60, 0.00),
+        10: (1.00, 1.00, 0.80, 0.00, 1.60, 0.95, 0.80),
+        11: (0.99, 1.00, 0.65, 0.00, 2.06, 0.95, 0.40),
+        12: (1.00, 0.90, 0.80, 0.00, 0.88, 0.95, 1.00),
+        13: (0.99, 1.00, 0.95, 0.00, 0.94, 0.95, 1.00),
+        14: (0.96, 1.00, 0.80, 0.00, 1.60, 0.60, 0.40),
+        15: (0.97, 1.00, 0.65, 0.00, 1.76, 0.60, 0.00),
+        16: (1.00, 1.00, 0.95, 0.00, 0.76, 0.95, 0.80),
+        17: (1.00, 1.00, 0.95, 0.00, 0.96, 0.95, 0.80),
+        18: (0.97, 1.00, 0.80, 0.50, 0.96, 0.95, 0.00),
+        19: (1.00, 1.00, 0.95, 0.00, 0.44, 0.95, 1.00),
+        20: (1.00, 1.00, 0.95, 0.50, 0.79, 0.95, 0.40),
+    },
+}
 
 
-def distractor_mean(op: int, reverse: bool) -> float:
-    table = DISTRACTOR_MEANS
-    col = 2 if reverse else 1
-    if op <= table[0][0]:
-        return table[0][col]
-    for lo, hi in zip(table, table[1:]):
-        if op <= hi[0]:
-            return lo[col] + (hi[col] - lo[col]) * (op - lo[0]) / (hi[0] - lo[0])
-    return table[-1][col]
+def shape_knobs(op: int, reverse: bool) -> tuple[float, ...]:
+    table = SHAPE_BY_OP["reverse" if reverse else "forward"]
+    return table[min(max(op, min(table)), max(table))]
 
 
 class Skeleton:
@@ -227,36 +270,38 @@ def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False
     sk = Skeleton()
     budget, i, n_agg = op, 0, 0
     rand = rng.random
-    p_query_agg = QUERY_AGG_REVERSE if reverse else QUERY_AGG
-    p_query_agg += (QUERY_AGG_SMALL - p_query_agg) * min(1.0, max(0.0, (5 - op) / 2))
+    p_query_agg, p_kop_owned, p_reuse, p_wider, _, p_free_agg, p_many = shape_knobs(op, reverse)
     while i < len(sk.combine):
         f = len(sk.combine) - i - 1  # other undefined nodes; each is a reuse candidate (index > i)
         slack = budget - f
         chosen = None
         owned = sk.owner[i] >= 0
         if not owned and n_agg < MAX_AGGREGATES and slack >= 2 and (
-                rand() < p_query_agg if i == 0 else (n_agg == 0 or budget == 2 and f == 0 or rand() < FREE_AGG)):
-            # capped by the budget, and beyond two so that the summed quantities keep about two edges each
-            fan_in = min(AGG_FAN_IN[int(rand() * len(AGG_FAN_IN))], max_types, slack // 2, max(2, (slack + 1) // 3))
+                rand() < p_query_agg if i == 0 else (n_agg == 0 or budget == 2 and f == 0 or rand() < p_free_agg)):
+            wider = (rand() < p_wider) + (rand() < p_wider - 1.0)  # p_wider in 0..2: up to two types more
+            fan_in = min(AGG_FAN_IN[int(rand() * len(AGG_FAN_IN))] + wider, max_types, slack // 2)
             # (not a total of one quantity left with exactly two edges: that one would be a bare copy of a constant)
             if len(sk.combine) + fan_in <= MAX_SOLUTION_INSTANCES + n_agg + 1 and \
                     not (fan_in == 1 and f == 0 and budget == 3 and n_agg):
                 chosen = ("agg", fan_in, fan_in, None, fan_in)
         for _ in range(12 if chosen is None else 0):
+            many = False
             if f == 0 and budget == 1 or rand() < P_CONST:
                 form, n_par = "const", 0
             else:
                 r = rand()
-                unary, sum2, diff = FORMS_OWNED if owned or i == 0 else FORMS_FREE
+                many = p_many and (owned or i == 0) and rand() < p_many
+                unary, sum2, diff = FORMS_MANY if many else FORMS_OWNED if owned or i == 0 else FORMS_FREE
                 form, n_par = ("copy", 1) if r < unary else ("sum", 2) if r < sum2 else \
                     ("diff", 2) if r < diff else ("sum", 3 + (rand() < 0.3))
             kop = None
-            if form != "const" and rand() < (P_KOP if n_par > 1 else P_KOP_OWNED if owned or i == 0 else P_KOP_UNARY):
+            if form != "const" and rand() < (p_kop_owned if many or n_par == 1 and (owned or i == 0) else
+                                             P_KOP if n_par > 1 else P_KOP_UNARY):
                 kop = "plus" if rand() < 0.5 else "times"
             n_new = n_par
-            if f:  # each operand reuses a node still undefined with probability P_REUSE
+            if f:  # each operand reuses a node still undefined with probability p_reuse
                 for _ in range(n_par):
-                    n_new -= rand() < P_REUSE
+                    n_new -= rand() < p_reuse
                 if n_par - n_new > f:
                     n_new = n_par - f
             cost = (n_par or 1) + (kop is not None)
@@ -273,7 +318,7 @@ def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False
         if chosen is None:  # no draw fits: a copy of a node still undefined or a constant (always feasible while
             #                 others remain; a copy of one rather than a new constant keeps the leaves few), else a
             #                 copy of a new node
-            chosen = ("copy", 1, 0, None, 1) if f > 0 and rand() < P_REUSE else \
+            chosen = ("copy", 1, 0, None, 1) if f > 0 and rand() < p_reuse else \
                 ("const", 0, 0, None, 1) if f > 0 or budget == 1 else ("copy", 1, 1, None, 1)
             if len(sk.combine) + chosen[2] > MAX_SOLUTION_INSTANCES + n_agg:
                 return None
@@ -451,7 +496,7 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts=PAP
     capacity = open_places * n_types - len(free)
     if capacity < 0 or (free and open_places == 0):
         return None
-    n_dis = min(capacity, int(distractor_mean(op, reverse) * -math.log(1.0 - rand()) + 0.5))
+    n_dis = min(capacity, int(shape_knobs(op, reverse)[4] * -math.log(1.0 - rand()) + 0.5))
     need = len(free) + n_dis
     place_order = _shuffled(rand, places_sub)
     n_open = 0 if need == 0 else -(-need // n_types) + int(rand() * (open_places - (-(-need // n_types)) + 1))
@@ -751,7 +796,8 @@ def structure_stats(records: list[dict], contexts: dict[str, Context] | None = N
 
 def load_fidelity_reference(path: str | Path = FIDELITY_FILE) -> dict:
     """The reference figures: {"source", "method", "cells": {"forward 5": {row: "figure as published"}}}, plus the
-    derived acceptance row "sol kinds: any k op" (k plus + k times)."""
+    derived acceptance row "sol kinds: any k op" (k plus + k times), and the acceptance rows measured the same way
+    at the ops in between ("extra": its own source and method), merged into "cells"."""
     try:
         ref = json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError) as e:
@@ -759,6 +805,8 @@ def load_fidelity_reference(path: str | Path = FIDELITY_FILE) -> dict:
     for cell in ref["cells"].values():
         kops = _ref_number(cell["sol kinds: any 'k plus'"]) + _ref_number(cell["sol kinds: any 'k times'"])
         cell["sol kinds: any k op"] = f"{100 * kops:.0f}%"
+    for key, cell in ref.get("extra", {}).get("cells", {}).items():  # the ops in between, measured the same way
+        ref["cells"].setdefault(key, {}).update(cell)
     return ref
 
 
