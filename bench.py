@@ -221,7 +221,8 @@ def bench_model(cfg: ModelBench) -> None:
 # 15.8x the reference at op 5 forward, 49-59x at op 10-20 forward and 184-711x in reverse. Our target: 20x at op 5.
 REFERENCE_RATES = {("forward", 5): 700, ("forward", 10): 140, ("forward", 20): 90,
                    ("reverse", 5): 52, ("reverse", 10): 10, ("reverse", 20): 7}
-REFERENCE_RATES_NOTE = "reference: GSM-Infinite, measured 2026-11-29 on one core of a 2-core AMD EPYC VM, not in this run"
+REFERENCE_RATES_NOTE = ("reference: GSM-Infinite, measured 2026-11-29 on one core of a 2-core AMD EPYC VM, "
+                        "not in this run")
 
 
 @dataclass
@@ -252,7 +253,8 @@ def bench_data(cfg: DataBench) -> None:
             parts = datagen.parse_recipe(f"ops={op} modes={mode}")
             n, t0, c0 = 0, time.perf_counter(), time.process_time()
             while time.perf_counter() - t0 < cfg.seconds:
-                datagen._chunk((parts, 0, n, "all", contexts, datagen.PAPER))  # what a worker does: generate + JSON-encode
+                # what a worker does: generate + JSON-encode
+                datagen._chunk((parts, 0, n, "all", contexts, datagen.PAPER))
                 n += datagen.CHUNK
             rate = n / (time.process_time() - c0)  # CPU time: one core, whatever else runs
             ref = REFERENCE_RATES.get((mode, op))
