@@ -19,6 +19,12 @@ problem has one defining sentence, needed or not (distractors); aggregates ("tot
 are never defined by a sentence -- the rule "aggregate = sum of P's quantities" is learned from data.
 In reverse mode one leaf is unknown, the final value is given, and the solution solves a linear equation.
 
+At every op the problems are built like the paper's (the GSM-Infinite "realistic" generator): the question
+mostly asks for a place's total, a total's quantities are mostly `k plus` / `k times` one another or further
+totals, operands are reused so the DAG is deep and ends in one or two constants, and distractors are as many as
+there. `python bench.py fidelity` prints these statistics next to the reference's (fidelity_reference.json); where
+ours differs on purpose it is a named `Options` field whose default is the paper's (SPEC §2).
+
 Records are JSON lines with fields id, op, context, mode, problem, question, solution, answer, graph
 (see SPEC §2). The id hashes what the problem *is* (not sentence order or letters); splits
 (train / rl / val / test) and dedup are decided from it, so a problem can never sit on both sides of a split.
@@ -47,6 +53,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -56,8 +63,21 @@ from common import UserError, run_main
 
 MIN_OP, MAX_OP = 2, 30
 MAX_VALUE = 1000  # every quantity on the solution path is an integer in 1..MAX_VALUE
-UNKNOWN_MAX = 20  # reverse mode: the hidden leaf's true value is drawn from 1..UNKNOWN_MAX (not 1..4, so the
-#                   answer cannot be guessed from the constants' range)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where our generator may differ from the paper's (GSM-Infinite) on purpose. Every default is the paper's;
+    none of them moves the structure statistics (`python bench.py fidelity`)."""
+    unknown_max: int = 4  # reverse mode: the unknown's value is drawn from 1..unknown_max (paper: 1-4, like every
+    #                       constant; e.g. 20 keeps the answer from being guessable from the constants' range)
+    repair: bool = False  # a solution value out of 1..MAX_VALUE: False = redraw the problem (the paper rejects it);
+    #                       True = repair it in place (a difference written larger-first, `k times` -> `k plus`)
+    valid_distractors: bool = False  # False = distractors' values go unchecked (the paper's); True = a distractor
+    #                                  whose value would leave 1..MAX_VALUE is repaired, else becomes a constant
+
+
+PAPER = Options()
 LETTERS = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwyz"]  # every letter but x (the unknown)
 SPLITS = {"train": 0.85, "rl": 0.05, "val": 0.05, "test": 0.05}  # share of the id space per split
 REVERSE_PREAMBLE = "The question is difficult, so we use equations to solve it."
@@ -142,8 +162,82 @@ def _shuffled(rand, seq) -> list:
 # when nothing is left undefined, the edges must be used up exactly. That makes any op reachable.
 
 MAX_SOLUTION_INSTANCES = 20  # leaves room in the 5x5 structure graph for distractors
-MAX_AGGREGATES = 3
-SUM_ARITY = (2, 2, 2, 3, 3, 4)  # operands of a sum, drawn uniformly from this tuple
+MAX_AGGREGATES = 4  # one of the 5 places stays open for quantities that no total sums
+SUM_ARITY = (2, 2, 2, 3, 3, 4)  # distractors: operands of a sum, drawn uniformly from this tuple
+# The shape of the solution DAG, calibrated so that its statistics match the reference generator's
+# (fidelity_reference.json; `python bench.py fidelity` prints both):
+AGG_FAN_IN = (1, 1, 2, 2, 3, 3)  # types a total sums, drawn uniformly (capped by the budget and the types)
+P_CONST = 0.01  # an instance quantity is a constant before the budget forces one
+# cumulative thresholds of one operand / sum of two / difference (the rest: a sum of 3-4), for a quantity a total
+# sums (or the query) and for the others
+FORMS_OWNED, FORMS_FREE = (0.6, 0.85, 0.9), (0.4, 0.75, 0.8)
+FORMS_MANY = (0.2, 0.5, 0.55)  # the same for a total's operand with many operands, each with a k op as often as a
+#                                single one (per-op chance, SHAPE_BY_OP)
+# `k plus` / `k times` outside one operand of a quantity no total sums; outside a sum or difference
+P_KOP_UNARY, P_KOP = 0.3, 0.15
+# Distractors (quantities no step needs): a constant, else a copy / sum / difference below the cumulative
+# thresholds, of solution quantities or earlier distractors, with `k plus` / `k times` outside w.p. DIS_KOP
+DIS_CONST, DIS_COPY, DIS_SUM, DIS_KOP = 0.45, 0.8, 0.95, 0.3
+# Per-op knobs. The reference draws every problem from an op band (op_max 3, 4, 6, 10, 15, 20, 25, 30) and keeps
+# those that land on the requested op, so its shape jumps from op to op (at op 6 a third of the k ops of op 5,
+# twice the distractors); one smooth setting cannot follow it, so these are fitted per op and mode against the
+# reference figures (`python bench.py fidelity` prints both). Ops past 20 use op 20's. Each entry:
+#   P(the query is a place's total),
+#   P(`k plus` / `k times` outside one operand of a total, or of the query),
+#   P(an operand reuses a quantity already asked for, not a new one: fewer leaves, a deeper DAG),
+#   types a total sums beyond AGG_FAN_IN's draw (0-2, as two chances: 0.5 = one more half the time),
+#   mean number of distractors (exponentially distributed: mostly few, now and then many),
+#   P(a quantity no total sums is itself a total; every solution holds at least one total),
+#   P(a total's operand takes its form from FORMS_MANY: several operands, often with a k op).
+SHAPE_BY_OP = {
+    "forward": {
+        2: (1.00, 0.00, 0.35, 0.00, 4.50, 0.60, 0.00),
+        3: (0.50, 0.00, 0.35, 0.00, 2.85, 0.60, 0.00),
+        4: (0.91, 0.75, 0.35, 0.50, 3.53, 0.60, 0.00),
+        5: (0.89, 1.00, 0.65, 1.00, 3.48, 0.60, 0.00),
+        6: (0.78, 1.00, 0.50, 0.50, 6.19, 0.60, 0.00),
+        7: (0.78, 0.75, 0.50, 0.50, 3.89, 0.60, 0.00),
+        8: (0.72, 0.75, 0.35, 0.00, 3.67, 0.60, 0.00),
+        9: (0.80, 1.00, 0.65, 0.50, 3.82, 0.60, 0.00),
+        10: (0.91, 1.00, 0.80, 0.00, 1.29, 0.95, 0.40),
+        11: (0.86, 1.00, 0.80, 0.50, 1.72, 0.95, 0.00),
+        12: (0.94, 0.90, 0.80, 0.00, 0.69, 0.95, 1.00),
+        13: (0.91, 1.00, 0.95, 0.00, 0.66, 0.95, 1.00),
+        14: (0.85, 1.00, 0.80, 0.00, 1.93, 0.95, 0.40),
+        15: (0.74, 1.00, 0.65, 0.50, 2.36, 0.95, 0.00),
+        16: (0.92, 0.90, 0.95, 0.00, 0.79, 0.95, 1.00),
+        17: (0.87, 1.00, 0.95, 0.00, 1.08, 0.95, 0.40),
+        18: (0.92, 1.00, 0.80, 0.00, 0.93, 0.60, 0.40),
+        19: (0.94, 1.00, 0.95, 0.00, 0.51, 0.95, 1.00),
+        20: (0.86, 1.00, 0.95, 0.50, 0.85, 0.95, 0.40),
+    },
+    "reverse": {
+        2: (1.00, 0.00, 0.35, 0.00, 1.01, 0.60, 0.00),
+        3: (0.57, 0.00, 0.35, 0.00, 2.24, 0.60, 0.00),
+        4: (0.97, 0.75, 0.35, 0.50, 2.70, 0.60, 0.00),
+        5: (0.91, 1.00, 0.65, 1.00, 2.50, 0.60, 0.00),
+        6: (0.91, 0.75, 0.35, 1.50, 5.21, 0.60, 0.00),
+        7: (0.99, 0.75, 0.35, 0.50, 4.05, 0.60, 0.00),
+        8: (0.97, 1.00, 0.65, 0.50, 3.40, 0.60, 0.00),
+        9: (0.98, 1.00, 0.50, 0.00, 2.36, 0.60, 0.00),
+        10: (1.00, 1.00, 0.80, 0.00, 1.60, 0.95, 0.80),
+        11: (0.99, 1.00, 0.65, 0.00, 2.06, 0.95, 0.40),
+        12: (1.00, 0.90, 0.80, 0.00, 0.88, 0.95, 1.00),
+        13: (0.99, 1.00, 0.95, 0.00, 0.94, 0.95, 1.00),
+        14: (0.96, 1.00, 0.80, 0.00, 1.60, 0.60, 0.40),
+        15: (0.97, 1.00, 0.65, 0.00, 1.76, 0.60, 0.00),
+        16: (1.00, 1.00, 0.95, 0.00, 0.76, 0.95, 0.80),
+        17: (1.00, 1.00, 0.95, 0.00, 0.96, 0.95, 0.80),
+        18: (0.97, 1.00, 0.80, 0.50, 0.96, 0.95, 0.00),
+        19: (1.00, 1.00, 0.95, 0.00, 0.44, 0.95, 1.00),
+        20: (1.00, 1.00, 0.95, 0.50, 0.79, 0.95, 0.40),
+    },
+}
+
+
+def shape_knobs(op: int, reverse: bool) -> tuple[float, ...]:
+    table = SHAPE_BY_OP["reverse" if reverse else "forward"]
+    return table[min(max(op, min(table)), max(table))]
 
 
 class Skeleton:
@@ -167,56 +261,67 @@ class Skeleton:
         return list(range(first, first + n))
 
 
-def _skeleton(rng: random.Random, op: int, max_types: int) -> Skeleton | None:
-    """A solution DAG with exactly `op` edges (None on a rare dead end; the caller retries)."""
+def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False) -> Skeleton | None:
+    """A solution DAG with exactly `op` edges (None on a rare dead end; the caller retries).
+
+    Shaped like the reference's solutions: the query is usually a place's total, the quantities summed by a total
+    are defined from one another or from further totals (mostly `k plus` / `k times` one quantity), operands are
+    reused rather than created, so the DAG is deep and narrow and ends in one or two constants."""
     sk = Skeleton()
     budget, i, n_agg = op, 0, 0
     rand = rng.random
+    p_query_agg, p_kop_owned, p_reuse, p_wider, _, p_free_agg, p_many = shape_knobs(op, reverse)
     while i < len(sk.combine):
         f = len(sk.combine) - i - 1  # other undefined nodes; each is a reuse candidate (index > i)
         slack = budget - f
-        if slack == 1 and f > 0:  # only one edge to spare: a constant (or a copy of a node that already exists)
-            chosen = ("const", 0, 0, None, 1) if rand() < 0.8 else ("copy", 1, 0, None, 1)
-        else:
-            avg = budget / (f + 1)
-            p_const = min(0.8, 1.2 / (avg * avg))  # many edges per open node left -> fewer leaves
-            chosen = None
-            for _ in range(12):
-                kop = None
-                if rand() < p_const:
-                    form, n_par = "const", 0
-                else:
-                    r = rand()
-                    if r < 0.15 and sk.owner[i] < 0 and n_agg < MAX_AGGREGATES:
-                        form, n_par = "agg", 1 + int(rand() * max_types)
-                    elif r < 0.30:
-                        form, n_par = "copy", 1
-                    elif r < 0.75:
-                        form, n_par = "sum", SUM_ARITY[int(rand() * len(SUM_ARITY))]
-                    else:
-                        form, n_par = "diff", 2
-                    if form != "agg" and rand() < 0.35:
-                        kop = "plus" if rand() < 0.5 else "times"
-                if form == "agg":
-                    n_new = cost = n_par
-                else:
-                    n_new = n_par
-                    if f:  # each operand reuses an existing node with probability 0.3
-                        for _ in range(n_par):
-                            n_new -= rand() < 0.3
-                        if n_par - n_new > f:
-                            continue
-                    cost = (n_par or 1) + (kop is not None)
-                if cost + n_new > slack or (f + n_new == 0 and cost != budget):
-                    continue
-                if len(sk.combine) + n_new > MAX_SOLUTION_INSTANCES + n_agg + (form == "agg"):
-                    continue
-                chosen = (form, n_par, n_new, kop, cost)
-                break
-            if chosen is None:  # a constant is always feasible while others remain; else a copy of a new node
-                chosen = ("const", 0, 0, None, 1) if f > 0 or budget == 1 else ("copy", 1, 1, None, 1)
-                if len(sk.combine) + chosen[2] > MAX_SOLUTION_INSTANCES + n_agg:
-                    return None
+        chosen = None
+        owned = sk.owner[i] >= 0
+        if not owned and n_agg < MAX_AGGREGATES and slack >= 2 and (
+                rand() < p_query_agg if i == 0 else (n_agg == 0 or budget == 2 and f == 0 or rand() < p_free_agg)):
+            wider = (rand() < p_wider) + (rand() < p_wider - 1.0)  # p_wider in 0..2: up to two types more
+            fan_in = min(AGG_FAN_IN[int(rand() * len(AGG_FAN_IN))] + wider, max_types, slack // 2)
+            # (not a total of one quantity left with exactly two edges: that one would be a bare copy of a constant)
+            if len(sk.combine) + fan_in <= MAX_SOLUTION_INSTANCES + n_agg + 1 and \
+                    not (fan_in == 1 and f == 0 and budget == 3 and n_agg):
+                chosen = ("agg", fan_in, fan_in, None, fan_in)
+        for _ in range(12 if chosen is None else 0):
+            many = False
+            if f == 0 and budget == 1 or rand() < P_CONST:
+                form, n_par = "const", 0
+            else:
+                r = rand()
+                many = p_many and (owned or i == 0) and rand() < p_many
+                unary, sum2, diff = FORMS_MANY if many else FORMS_OWNED if owned or i == 0 else FORMS_FREE
+                form, n_par = ("copy", 1) if r < unary else ("sum", 2) if r < sum2 else \
+                    ("diff", 2) if r < diff else ("sum", 3 + (rand() < 0.3))
+            kop = None
+            if form != "const" and rand() < (p_kop_owned if many or n_par == 1 and (owned or i == 0) else
+                                             P_KOP if n_par > 1 else P_KOP_UNARY):
+                kop = "plus" if rand() < 0.5 else "times"
+            n_new = n_par
+            if f:  # each operand reuses a node still undefined with probability p_reuse
+                for _ in range(n_par):
+                    n_new -= rand() < p_reuse
+                if n_par - n_new > f:
+                    n_new = n_par - f
+            cost = (n_par or 1) + (kop is not None)
+            if cost + n_new > slack or (f + n_new == 0 and cost != budget):
+                continue
+            if n_agg == 0 and (n_new == 0 or slack - cost - n_new < 1):  # leave a new node room to be a total
+                continue
+            if f == 1 and n_new == 0 and budget - cost == 2 and sk.owner[i + 1] >= 0:
+                continue  # the last quantity, summed by a total, would be a bare copy of a new constant
+            if len(sk.combine) + n_new > MAX_SOLUTION_INSTANCES + n_agg:
+                continue
+            chosen = (form, n_par, n_new, kop, cost)
+            break
+        if chosen is None:  # no draw fits: a copy of a node still undefined or a constant (always feasible while
+            #                 others remain; a copy of one rather than a new constant keeps the leaves few), else a
+            #                 copy of a new node
+            chosen = ("copy", 1, 0, None, 1) if f > 0 and rand() < p_reuse else \
+                ("const", 0, 0, None, 1) if f > 0 or budget == 1 else ("copy", 1, 1, None, 1)
+            if len(sk.combine) + chosen[2] > MAX_SOLUTION_INSTANCES + n_agg:
+                return None
         form, n_par, n_new, kop, cost = chosen
         if form == "agg":
             sk.is_agg[i] = True
@@ -267,19 +372,28 @@ def node_cost(n_parents: int, k) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Values: assign constants bottom-up, keep every value a positive integer <= MAX_VALUE
 
-def _assign_values(rng, combine, parents, kop, k, values, order, unknown=-1, strict=True) -> bool:
-    """Fill `values` for nodes in `order` (parents first). Local repairs keep values in range without
-    changing any edge count: a difference is written larger-first (or becomes a sum if both are equal), and
-    `k times` becomes `k plus` when the product would pass MAX_VALUE. Returns False if a value is still out of
-    range (strict) -- or, for distractors (strict=False), turns that node into a constant."""
+def _assign_values(rng, combine, parents, kop, k, values, order, unknown=-1, unknown_max=4, repair=False,
+                   strict=True) -> bool:
+    """Fill `values` for nodes in `order` (parents first). Returns False as soon as a value leaves 1..MAX_VALUE
+    (strict), unless `repair`: then local repairs keep values in range without changing any edge count (a
+    difference is written larger-first, or becomes a sum if both are equal; `k times` becomes `k plus` when the
+    product would pass MAX_VALUE), and a node still out of range fails (strict) or becomes a constant (not strict:
+    distractors). Not strict and not repair: any value is kept."""
     for i in order:
         c = combine[i]
         if c == "const":
             if k[i] is None:
-                k[i] = int(rng.random() * UNKNOWN_MAX) + 1 if i == unknown else int(rng.random() * 4) + 1
+                k[i] = int(rng.random() * unknown_max) + 1 if i == unknown else int(rng.random() * 4) + 1
             values[i] = k[i]
             continue
         ps = parents[i]
+        if not repair:
+            if kop[i] is not None and k[i] is None:
+                k[i] = int(rng.random() * 4) + 1 if kop[i] == "plus" else int(rng.random() * 3) + 2
+            v = values[i] = _combine(c, [values[p] for p in ps], kop[i], k[i])
+            if strict and not 1 <= v <= MAX_VALUE:
+                return False
+            continue
         if c == "diff":
             a, b = values[ps[0]], values[ps[1]]
             if a < b:
@@ -326,14 +440,14 @@ def _assign(var: str, sym: str, sub: str, val: str) -> str:
     return " = ".join(segs)
 
 
-def make_problem(rng: random.Random, op: int, ctx: Context, mode: str = "forward") -> dict:
+def make_problem(rng: random.Random, op: int, ctx: Context, mode: str = "forward", opts: Options = PAPER) -> dict:
     """One record (SPEC §2) with exactly `op` edges in its solution, drawn from `rng`."""
     reverse = mode == "reverse"
     places_sub = ctx.places[int(rng.random() * len(ctx.places))]
     types_sub = ctx.types[int(rng.random() * len(ctx.types))]
     n_types = len(types_sub)
     while True:
-        pb = _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse)
+        pb = _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts)
         if pb is not None:
             return render_problem(pb, rng)
 
@@ -349,10 +463,10 @@ class Problem:
             setattr(self, key, v)
 
 
-def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Problem | None:
+def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts=PAPER) -> Problem | None:
     """Build a problem's structure (None on a dead end; the caller retries with the same rng)."""
     rand = rng.random
-    sk = _skeleton(rng, op, n_types)
+    sk = _skeleton(rng, op, n_types, reverse)
     if sk is None:
         return None
     n_sol = len(sk.combine)
@@ -363,7 +477,8 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
     if reverse:
         leaves = [i for i in range(n_sol) if combine[i] == "const"]
         unknown = leaves[int(rand() * len(leaves))]
-    if not _assign_values(rng, combine, parents, kop, k, values, range(n_sol - 1, -1, -1), unknown):
+    if not _assign_values(rng, combine, parents, kop, k, values, range(n_sol - 1, -1, -1), unknown, opts.unknown_max,
+                          opts.repair):
         return None
     forms = None
     if reverse:  # the same rules over linear forms in x; the unknown is x itself
@@ -381,8 +496,7 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
     capacity = open_places * n_types - len(free)
     if capacity < 0 or (free and open_places == 0):
         return None
-    lo, hi = max(1, n_sol // 3), n_sol // 2 + 3  # distractor count
-    n_dis = min(capacity, lo + int(rand() * (hi - lo + 1)))
+    n_dis = min(capacity, int(shape_knobs(op, reverse)[4] * -math.log(1.0 - rand()) + 0.5))
     need = len(free) + n_dis
     place_order = _shuffled(rand, places_sub)
     n_open = 0 if need == 0 else -(-need // n_types) + int(rand() * (open_places - (-(-need // n_types)) + 1))
@@ -408,11 +522,11 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
         pname.append(p)
         r = rand()
         pool = n_sol + j
-        if r < 0.3:
+        if r < DIS_CONST:
             c, ps = "const", []
-        elif r < 0.5:
+        elif r < DIS_COPY:
             c, ps = "copy", [int(rand() * pool)]
-        elif r < 0.85:
+        elif r < DIS_SUM:
             c, ps = "sum", _sample(rand, range(pool), min(pool, SUM_ARITY[int(rand() * len(SUM_ARITY))]))
             if len(ps) == 1:
                 c = "copy"
@@ -420,11 +534,12 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse) -> Probl
             c, ps = ("diff", _sample(rand, range(pool), 2)) if pool >= 2 else ("copy", [0])
         combine.append(c)
         parents.append(ps)
-        kop.append(None if c == "const" or rand() >= 0.35 else ("plus" if rand() < 0.5 else "times"))
+        kop.append(None if c == "const" or rand() >= DIS_KOP else ("plus" if rand() < 0.5 else "times"))
         k.append(None)
         values.append(0)
         is_agg.append(False)
-    _assign_values(rng, combine, parents, kop, k, values, range(n_sol, n_all), strict=False)
+    _assign_values(rng, combine, parents, kop, k, values, range(n_sol, n_all), repair=opts.valid_distractors,
+                   strict=False)
     return Problem(ctx=ctx, reverse=reverse, n_sol=n_sol, combine=combine, parents=parents, kop=kop, k=k,
                    values=values, forms=forms, is_agg=is_agg, tname=tname, pname=pname, unknown=unknown)
 
@@ -590,6 +705,156 @@ def split_of(problem_id: str) -> str:
         if u < acc:
             return name
     return name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fidelity: the structure statistics of a set of records, next to the reference generator's (fidelity_reference.json)
+
+FIDELITY_FILE = Path(__file__).with_name("fidelity_reference.json")
+_RHS_KIND = (("plus", re.compile(r"\d+ plus ")), ("times", re.compile(r"\d+ times ")), ("const", re.compile(r"\d+\.$")),
+             ("sum", re.compile(r"the sum of ")), ("diff", re.compile(r"the difference between ")))
+_QUANTITY_SENTENCE = re.compile(r"The number of .+? (?:equals (.+?\.)|exists, and its number is greater than 0\.)"
+                                r"(?= The | It is known |$)")
+# The acceptance rows (issue 15) and their absolute tolerance; each must also pass if within 20% relative.
+# Problem length is held in sentences for every context and in words only for the measured one (names differ).
+FIDELITY_ROWS = {"query is an aggregate": 0.05, "of which aggregates (mean)": 0.5, "sol kinds: any k op": 0.05,
+                 "solution leaves = constants (mean)": 0.5, "depth of solution DAG (mean; min/med/max)": 0.5,
+                 "distractor sentences (mean; min/med/max)": 0.5, "problem sentences (mean; min/med/max)": 0.5,
+                 "problem words (mean)": 0.5}
+
+
+def _sentence_kind(rhs: str | None) -> str:
+    if rhs is None:
+        return "const"  # reverse mode: the unknown's sentence
+    for kind, pattern in _RHS_KIND:
+        if pattern.match(rhs):
+            return kind
+    return "copy"
+
+
+def structure_stats(records: list[dict], contexts: dict[str, Context] | None = None) -> dict[str, float]:
+    """Per-record structure statistics averaged over `records`, keyed like the rows of fidelity_reference.json
+    (shares as fractions). Everything is read from the record's text and graph, as the reference was measured."""
+    contexts = contexts if contexts is not None else load_contexts()
+    acc: dict[str, list[float]] = {}
+
+    def add(key, v):
+        acc.setdefault(key, []).append(float(v))
+
+    for rec in records:
+        agg_prefix = contexts[rec["context"]].aggregate + " in "
+        nodes = rec["graph"]["nodes"]
+        by_name = {n["name"]: n for n in nodes}
+        is_agg = {n["name"]: n["name"].startswith(agg_prefix) for n in nodes}
+        inst = [n for n in nodes if not is_agg[n["name"]]]
+        depth: dict[str, int] = {}
+        for n in nodes:
+            depth[n["name"]] = 1 + max(depth[p] for p in n["parents"]) if n["parents"] else 0
+        query = rec["graph"]["query"]
+        sentences = _QUANTITY_SENTENCE.findall(rec["problem"])
+        problem = rec["problem"]
+        add("problem chars (mean)", len(problem))
+        add("problem words (mean)", len(problem.split()))
+        add("problem sentences (mean; min/med/max)", len(sentences) + (rec["mode"] == "reverse"))
+        add("distractor sentences (mean; min/med/max)", len(sentences) - len(inst))
+        add("solution steps = Defines (mean; min/med/max)", len(nodes))
+        add("of which aggregates (mean)", len(nodes) - len(inst))
+        add("solution inst. quantities (mean)", len(inst))
+        add("query is an aggregate", is_agg[query])
+        add("solution leaves = constants (mean)", sum(n["combine"] == "const" for n in inst))
+        add("depth of solution DAG (mean; min/med/max)", depth[query])
+        add("answer <= 4 share", rec["answer"] <= 4)
+        for n in inst:
+            kind = "const" if n["combine"] == "const" else n["kop"] or n["combine"]
+            for k, label in (("const", "const"), ("copy", "copy (bare)"), ("sum", "sum (bare)"),
+                             ("diff", "diff (bare)"), ("plus", "any 'k plus'"), ("times", "any 'k times'")):
+                add(f"sol kinds: {label}", kind == k)
+            add("sol kinds: any k op", kind in ("plus", "times"))
+        for rhs in sentences:
+            kind = _sentence_kind(rhs or None)
+            for k in ("const", "copy", "sum", "diff"):
+                add(f"all sentences: {k}", kind == k)
+            add("all sentences: k plus", kind == "plus")
+            add("all sentences: k times", kind == "times")
+        for n in nodes:
+            if is_agg[n["name"]]:
+                add("aggregate fan-in (mean; min/max)", len(n["parents"]))
+        for prev, n in zip(nodes, nodes[1:]):
+            add("step i uses step i-1 (share of steps)", prev["name"] in n["parents"])
+        if rec["mode"] == "reverse":
+            unknown = rec["graph"]["unknown"]
+            add("rev: unknown is step 1", nodes[0]["name"] == unknown)
+            dist = {unknown: 0}  # longest path from the unknown, over nodes that depend on it
+            for n in nodes:
+                ds = [dist[p] for p in n["parents"] if p in dist]
+                if ds and n["name"] != unknown:
+                    dist[n["name"]] = 1 + max(ds)
+            add("rev: longest path unknown->query (mean)", dist.get(query, 0))
+            add("rev: given value min/median/max", by_name[query]["value"])
+    return {key: sum(v) / len(v) for key, v in acc.items()}
+
+
+def load_fidelity_reference(path: str | Path = FIDELITY_FILE) -> dict:
+    """The reference figures: {"source", "method", "cells": {"forward 5": {row: "figure as published"}}}, plus the
+    derived acceptance row "sol kinds: any k op" (k plus + k times), and the acceptance rows measured the same way
+    at the ops in between ("extra": its own source and method), merged into "cells"."""
+    try:
+        ref = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError) as e:
+        raise UserError(f"reference file {str(path)!r} is missing or not JSON ({e}); restore it from git") from None
+    for cell in ref["cells"].values():
+        kops = _ref_number(cell["sol kinds: any 'k plus'"]) + _ref_number(cell["sol kinds: any 'k times'"])
+        cell["sol kinds: any k op"] = f"{100 * kops:.0f}%"
+    for key, cell in ref.get("extra", {}).get("cells", {}).items():  # the ops in between, measured the same way
+        ref["cells"].setdefault(key, {}).update(cell)
+    return ref
+
+
+def _ref_number(text: str) -> float:
+    """The leading figure of a published cell: `1.6; 1/2/4` -> 1.6, `87%` -> 0.87."""
+    s = re.match(r"-?[\d.]+%?", text.strip()).group(0)
+    return float(s[:-1]) / 100 if s.endswith("%") else float(s)
+
+
+def reference_figure(reference: dict, mode: str, op: int, row: str) -> tuple[float, bool] | None:
+    """The reference's figure for `row` at `op` -- measured, or linearly interpolated between the two nearest
+    measured ops (second value True) -- or None outside the measured range."""
+    cells = reference["cells"]
+    measured = sorted(int(key.split()[1]) for key in cells if key.split()[0] == mode and row in cells[key])
+    if op in measured:
+        return _ref_number(cells[f"{mode} {op}"][row]), False
+    lower = [o for o in measured if o < op]
+    upper = [o for o in measured if o > op]
+    if not lower or not upper:
+        return None
+    a, b = lower[-1], upper[0]
+    ya, yb = _ref_number(cells[f"{mode} {a}"][row]), _ref_number(cells[f"{mode} {b}"][row])
+    return ya + (yb - ya) * (op - a) / (b - a), True
+
+
+def within_tolerance(ours: float, ref: float, abs_tol: float) -> bool:
+    """Issue 15's rule: within 20% of the reference (relative), or within an absolute margin for small figures."""
+    return abs(ours - ref) <= max(0.2 * abs(ref), abs_tol)
+
+
+def fidelity_table(op: int, mode: str, n: int = 200, context: str = "zoo", seed: int = 0,
+                   contexts: dict[str, Context] | None = None, reference: dict | None = None) -> list[tuple]:
+    """Rows (metric, ours, reference, interpolated, ok) for `n` problems of one (op, mode, context) cell. The
+    reference was measured on zoo; its structure does not depend on the names, so every context is held to it
+    (all but the length in words). `reference` is None where the row was not measured; `ok` is None outside the
+    acceptance rows."""
+    contexts = contexts if contexts is not None else load_contexts()
+    reference = reference if reference is not None else load_fidelity_reference()
+    parts = parse_recipe(f"ops={op} contexts={context} modes={mode}", contexts)
+    ours = structure_stats([sample_at(parts, seed, i, contexts) for i in range(n)], contexts)
+    rows = []
+    for key, value in ours.items():
+        fig = reference_figure(reference, mode, op, key)
+        ref, interp = fig if fig else (None, False)
+        checked = key in FIDELITY_ROWS and (key != "problem words (mean)" or context == reference.get("context"))
+        ok = within_tolerance(value, ref, FIDELITY_ROWS[key]) if ref is not None and checked else None
+        rows.append((key, value, ref, interp, ok))
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -761,14 +1026,14 @@ def _pick(rand, dist: dict):
 # ----------------------------------------------------------------------------------------------------------------
 # Streams: pure functions of (seed, index), in parallel, deterministic
 
-def sample_at(parts: list[Part], seed: int, index: int, contexts: dict[str, Context]) -> dict:
+def sample_at(parts: list[Part], seed: int, index: int, contexts: dict[str, Context], opts: Options = PAPER) -> dict:
     """Problem number `index` of the stream `seed` -- the same whatever process computes it."""
     rng = random.Random(f"{seed}/{index}")
     part = parts[_pick(rng.random, {i: p.weight for i, p in enumerate(parts)})] if len(parts) > 1 else parts[0]
     op = _pick(rng.random, part.ops)
     ctx = contexts[_pick(rng.random, part.contexts)]
     mode = _pick(rng.random, part.modes)
-    return make_problem(rng, op, ctx, mode)
+    return make_problem(rng, op, ctx, mode, opts)
 
 
 CHUNK = 256  # indices per unit of work
@@ -777,13 +1042,13 @@ _JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 def _chunk(args) -> list[tuple[str, int, str, str, str]]:
     """Worker: the records of indices [start, start + CHUNK) that fall in `split`, as JSON lines."""
-    parts, seed, start, split, contexts = args
+    parts, seed, start, split, contexts, opts = args
     out = []
     gc_was_on = gc.isenabled()
     gc.disable()  # ~5% faster: each record allocates many small containers, and none of them form cycles
     try:
         for index in range(start, start + CHUNK):
-            rec = sample_at(parts, seed, index, contexts)
+            rec = sample_at(parts, seed, index, contexts, opts)
             if split == "all" or split_of(rec["id"]) == split:
                 out.append((rec["id"], rec["op"], rec["context"], rec["mode"], _JSON.encode(rec)))
     finally:
@@ -793,7 +1058,7 @@ def _chunk(args) -> list[tuple[str, int, str, str, str]]:
 
 
 def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1,
-                   contexts: dict[str, Context] | None = None, progress: bool = False):
+                   contexts: dict[str, Context] | None = None, progress: bool = False, opts: Options = PAPER):
     """Yield (id, op, context, mode, json_line) for the first `n` distinct problems of the stream that fall
     in `split`. Indices are processed in order and deduplicated by id in the parent, so the output is
     identical for any `workers`."""
@@ -812,7 +1077,7 @@ def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all",
     try:
         done, start = 0, 0
         while done < n:
-            batch = [(parts, seed, start + j * CHUNK, split, contexts) for j in range(max(1, workers) * 4)]
+            batch = [(parts, seed, start + j * CHUNK, split, contexts, opts) for j in range(max(1, workers) * 4)]
             start += len(batch) * CHUNK
             results = pool.imap(_chunk, batch) if pool else map(_chunk, batch)
             for chunk in results:
@@ -837,10 +1102,11 @@ def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all",
             bar.close()
 
 
-def generate(recipe: str | list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1):
+def generate(recipe: str | list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1,
+             opts: Options = PAPER):
     """Yield `n` record dicts of a recipe (a name, a spec, or parsed parts)."""
     parts = parse_recipe(recipe) if isinstance(recipe, str) else recipe
-    for item in generate_lines(parts, n, seed, split, workers):
+    for item in generate_lines(parts, n, seed, split, workers, opts=opts):
         yield json.loads(item[4])
 
 
@@ -939,6 +1205,9 @@ class Config:
     split: str = "all"  # keep only problems whose id falls in this split: train, rl, val, test or all
     out: str = ""  # output JSONL path (required)
     workers: int = 1  # worker processes; the output does not depend on it
+    unknown_max: int = PAPER.unknown_max  # reverse mode: the unknown's value is drawn from 1..unknown_max
+    repair: bool = PAPER.repair  # repair a solution value out of range in place instead of redrawing the problem
+    valid_distractors: bool = PAPER.valid_distractors  # keep every distractor's value in range too
     progress: bool = True  # show a progress bar
 
 
@@ -968,6 +1237,9 @@ def main(cfg: Config) -> dict:
         raise UserError("--out PATH is required (a .jsonl file to write)")
     if cfg.workers < 1:
         raise UserError(f"--workers must be >= 1, got {cfg.workers}")
+    if cfg.unknown_max < 1:
+        raise UserError(f"--unknown_max must be >= 1, got {cfg.unknown_max}")
+    opts = Options(cfg.unknown_max, cfg.repair, cfg.valid_distractors)
     parts = build_parts(cfg)
     out = Path(cfg.out)
     if out.is_dir():
@@ -983,7 +1255,7 @@ def main(cfg: Config) -> dict:
     try:
         with f:
             for _id, op, ctx, mode, line in generate_lines(parts, cfg.n, cfg.seed, cfg.split, cfg.workers,
-                                                           progress=cfg.progress):
+                                                           progress=cfg.progress, opts=opts):
                 f.write(line + "\n")
                 by_op[op] += 1
                 by_ctx[ctx] += 1
