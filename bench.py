@@ -217,7 +217,7 @@ def bench_model(cfg: ModelBench) -> None:
 
 # The reference GSM-Infinite generator's problems/s, NOT measured in this run: fixed figures, measured on 2026-11-29 on
 # one core of a 2-core AMD EPYC VM (this project's development machine class). A ratio against them is only as good
-# as the two machines' likeness; a same-run comparison on 2026-11-30 (issue 15) put the generator of commit 3773229 at
+# as the two machines' likeness; a same-run comparison on 2026-11-30 put the generator of commit 3773229 at
 # 15.8x the reference at op 5 forward, 49-59x at op 10-20 forward and 184-711x in reverse. Our target: 20x at op 5.
 REFERENCE_RATES = {("forward", 5): 700, ("forward", 10): 140, ("forward", 20): 90,
                    ("reverse", 5): 52, ("reverse", 10): 10, ("reverse", 20): 7}
@@ -423,7 +423,7 @@ class FidelityBench:
     modes: str = "forward,reverse"  # modes, comma-separated
     contexts: str = "zoo"  # contexts, comma-separated (the reference was measured on zoo; its structure is name-free)
     seed: int = 0  # stream seed of our problems
-    rows: str = "acceptance"  # rows to print per cell: acceptance (issue 15's seven) or all
+    rows: str = "acceptance"  # rows to print per cell: acceptance (the seven fidelity rows) or all
 
 
 def _fmt_stat(key: str, v: float | None) -> str:

@@ -715,7 +715,7 @@ _RHS_KIND = (("plus", re.compile(r"\d+ plus ")), ("times", re.compile(r"\d+ time
              ("sum", re.compile(r"the sum of ")), ("diff", re.compile(r"the difference between ")))
 _QUANTITY_SENTENCE = re.compile(r"The number of .+? (?:equals (.+?\.)|exists, and its number is greater than 0\.)"
                                 r"(?= The | It is known |$)")
-# The acceptance rows (issue 15) and their absolute tolerance; each must also pass if within 20% relative.
+# The fidelity rows and their absolute tolerance; each must also pass if within 20% relative.
 # Problem length is held in sentences for every context and in words only for the measured one (names differ).
 FIDELITY_ROWS = {"query is an aggregate": 0.05, "of which aggregates (mean)": 0.5, "sol kinds: any k op": 0.05,
                  "solution leaves = constants (mean)": 0.5, "depth of solution DAG (mean; min/med/max)": 0.5,
@@ -833,7 +833,7 @@ def reference_figure(reference: dict, mode: str, op: int, row: str) -> tuple[flo
 
 
 def within_tolerance(ours: float, ref: float, abs_tol: float) -> bool:
-    """Issue 15's rule: within 20% of the reference (relative), or within an absolute margin for small figures."""
+    """The fidelity rule: within 20% of the reference (relative), or within an absolute margin for small figures."""
     return abs(ours - ref) <= max(0.2 * abs(ref), abs_tol)
 
 

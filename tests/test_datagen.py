@@ -372,7 +372,7 @@ def test_read_jsonl_rejects_bad_lines(tmp_path):
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
 @pytest.mark.parametrize("op", [3, 5, 6, 10, 12, 20])
 def test_structure_matches_the_reference(op, mode):
-    """Issue 15's acceptance rows stay within tolerance of the stored reference figures (seeded, 200 problems):
+    """The fidelity rows stay within tolerance of the stored reference figures (seeded, 200 problems):
     the published ops and two in between, where the reference's shape jumps (op 6, op 12)."""
     rows = datagen.fidelity_table(op, mode, n=200, seed=0)
     checked = {key: (ours, ref) for key, ours, ref, _, ok in rows if ok is not None}
