@@ -149,13 +149,13 @@ def choose_bands(ladder: dict, id_range: tuple, rule: BandRule = BAND_RULE) -> t
     above = sorted(op for op in ladder if op > id_range[1])
     edge = next((run for op in above if (run := _run_from(ladder, op, is_edge, rule.max_width))), None)
     if edge is None:
-        return None, "no op above the pre-training range is at the model's edge (" + rule.describe() + ")"
+        return None, "no op above the pre-training range is at the model's edge"
     hard = next((run for op in above if op > edge[1] and (run := _run_from(ladder, op, is_hard, rule.max_width))),
                 None)
     if hard is None:
         return None, (f"edge = op {ops(edge)}, but no op above it is out of reach with enough samples: the ladder "
-                      f"stops too early or evaluates too few samples (" + rule.describe() + ")")
-    return {"ID": tuple(id_range), "edge": edge, "hard": hard}, "measured: " + rule.describe()
+                      f"stops too early or evaluates too few samples")
+    return {"ID": tuple(id_range), "edge": edge, "hard": hard}, f"edge = op {ops(edge)}, hard = op {ops(hard)}"
 
 
 def pools_from_bands(bands: dict) -> dict:
@@ -952,15 +952,20 @@ def write_precondition_report(ctx: Context, plan: Plan, seconds: dict, device, w
     """The report of a study that stopped before RL: the base model has no edge (or no hard band) to work on."""
     out = report_dir(ctx, plan)
     info = run_info(device)
-    reports = {"base": eval_results(ctx, ctx.ladder_job().name)[0]}
-    evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")
+    rep, rows = load_eval(ctx, ctx.ladder_job().name)
+    lo, hi = ctx.bands["ID"]
+    bands = {"ID": (lo, hi), "above ID": (hi + 1, ctx.sc.ladder[1])}
+    curves = {"pass_at_k": {"band": evaluate.pass_at_k_by(rows, "band", bands=bands)}}
+    evaluate.plot_pass_at_k({"base": curves}, bands, out / "pass_at_k.png", "verified",
+                            title=f"{plan.study} ({ctx.name} scale): the base model's pass@k, verified")
+    evaluate.plot_by_op({"base": rep}, out / "pass_by_op.png", "verified")
     text = [f"# {plan.study} study, {ctx.name} scale", "",
             f"**What the paper says.** {PAPER_SAYS[plan.study]}", "",
             f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
             f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}.", "",
             verdict_line("precondition", why + ". The study stopped before RL: no variant was trained, and nothing "
                                                "here is evidence for or against the finding."), "",
-            *ladder_section(ctx, why), "![pass@n by op](pass_by_op.png)", "",
+            *ladder_section(ctx, why), "![pass@k curves](pass_at_k.png)", "", "![pass@n by op](pass_by_op.png)", "",
             "## Jobs", "", jobs_table(ctx, plan), ""]
     (out / "report.md").write_text("\n".join(text), encoding="utf-8")
     save_json(out / "results.json", {"study": plan.study, "scale": ctx.name, "run": info, "verdict": "precondition",
@@ -1084,7 +1089,7 @@ def main(cfg: Config) -> dict:
 
 def run_studies(ctx: Context, cfg: Config, studies: list[str], device) -> dict:
     """Measure the bands where the scale asks for it, then plan, run and report each study."""
-    why, ladder_seconds = "", {}
+    why, ladder_seconds, t_start = "", {}, time.time()
     if ctx.sc.ladder and any(s != "context" for s in studies):
         why, ladder_seconds = ladder_phase(ctx, cfg, device)
     results = {}
@@ -1099,7 +1104,8 @@ def run_studies(ctx: Context, cfg: Config, studies: list[str], device) -> dict:
         seconds = {job.name: ladder_seconds.get(job.name) or run_job(ctx, job, str(device)) for job in plan.jobs}
         path = write_report(ctx, plan, seconds, device, why)
         total = time.time() - t0
-        print(f"=== {study}: report at {path} ({total / 60:.1f} min) ===")
+        print(f"=== {study}: report at {path} ({total / 60:.1f} min; {(time.time() - t_start) / 60:.1f} min since the "
+              f"start) ===")
         results[study] = {"report": str(path), "seconds": total}
     return results
 
