@@ -321,17 +321,17 @@ def parse_completion(text: str) -> Parsed:
     local: dict[str, set] = {}  # this step's assigned letters -> the Defined names behind them
     cached_letters, cached_name, cached_form = _LETTERS_CACHE.get, _NAME_CACHE.get, _FORM_CACHE.get
     for name, v, letter, first, more, qletter, qvalue in _ITEMS.findall(text, 0, steps_end):
-        if v:  # a step head
-            name = cached_name(name) or _norm_name(name)
-            scope[v] = name
-            if name in first_var:
-                repeats += 1
-            else:
-                first_var[name] = v
-            step, var, local = name, v, {}
-            continue
-        if qletter:  # We know V = value
-            quotes.append((scope.get(qletter) or _unresolved(qletter), _last_form(qvalue)))
+        if not letter:
+            if v:  # a step head
+                name = cached_name(name) or _norm_name(name)
+                scope[v] = name
+                if name in first_var:
+                    repeats += 1
+                else:
+                    first_var[name] = v
+                step, var, local = name, v, {}
+            else:  # We know V = value
+                quotes.append((scope.get(qletter) or _unresolved(qletter), _last_form(qvalue)))
             continue
         if step is None:
             continue
