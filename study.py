@@ -84,7 +84,7 @@ SCALES = {
     "tiny": Scale(bands={"ID": (2, 3)}, pools={}, ladder=(2, 8), rl_seeds=2,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=160, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
-                  seconds_hint="about 25 minutes on 2 CPU cores"),
+                  seconds_hint="pre-training 15-17 minutes on 2 CPU cores, then ~2 minutes per RL run"),
     "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
                    pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
