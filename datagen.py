@@ -1159,7 +1159,8 @@ def _node_ok(n, earlier: set) -> bool:
     if not (isinstance(n, dict) and isinstance(n.get("name"), str) and isinstance(n.get("parents"), list)):
         return False
     parents, combine, kop, k = n["parents"], n.get("combine"), n.get("kop"), n.get("k")
-    if combine not in _COMBINES or kop not in (None, "plus", "times") or not all(isinstance(q, str) and q in earlier for q in parents):
+    if combine not in _COMBINES or kop not in (None, "plus", "times") or \
+            not all(isinstance(q, str) and q in earlier for q in parents):
         return False
     if combine == "const" or kop is not None:
         return _is_int(k)

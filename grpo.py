@@ -441,7 +441,8 @@ def main(cfg: Config) -> dict:
 
 def check_config(cfg: Config, world: int) -> None:
     require_positive(cfg, "max_steps", "micro_rows", "minibatches", "prompts_per_step", "pool_size", "max_new_tokens",
-                     "eval_problems", "eval_n", "reselect_n", "log_every", "eval_every", "ckpt_every", "keep_last", "lr")
+                     "eval_problems", "eval_n", "reselect_n", "log_every", "eval_every", "ckpt_every", "keep_last",
+                     "lr")
     if cfg.reward not in evaluate.REWARD_KINDS:
         raise UserError(f"--reward must be one of {', '.join(evaluate.REWARD_KINDS)}, got {cfg.reward!r}")
     if cfg.loss_agg not in ("token", "seq", "constant"):
