@@ -201,19 +201,19 @@ _NO_PARENTS: frozenset = frozenset()
 #   to the " as V" before the first ";"): the scan stays linear on long garbage, no catastrophic backtracking;
 # - an assignment clause: after a ; or . come an optional "so ", a letter, "=", the first segment, and the
 #   further "="-separated segments, up to the next ; or . -- or the next "Define ", so a missing period
-#   cannot swallow a step. Clauses that are not assignments (`We know f = 51, so ...`) yield no item.
+#   cannot swallow a step;
+# - a quoted fact, `We know d = 9` (its letter and value).
 _SEG = r"[^;.=D]*(?:D(?!efine )[^;.=D]*)*"  # text up to the next ; . = or "Define "
+_QUOTE = re.compile(r"We know\s+([A-Za-z])\s*=([^;.,]{0,200})")
 _ITEMS = re.compile(r"Define ([^;.=]{1,200}) as ([A-Za-z])(?=;)"
                     r"|[;.]\s*(?:so\s+)?([A-Za-z])\s*=(" + _SEG + r")((?:=" + _SEG + r")*)"
-                    r"|We know\s+([A-Za-z])\s*=([^;.,]{0,200})")
+                    r"|" + _QUOTE.pattern)
 # A variable is a standalone ASCII letter: not inside a word ("exists", "Rêves"), not the t of "don't".
 _VAR = re.compile(r"[A-Za-z](?<![\w'][A-Za-z])(?![\w'])")  # letter first: the regex scans faster
 # The answer: an integer (optional minus, at most 18 digits) alone between the tags.
 _ANSWER = re.compile(r"<answer>\s*(-?[0-9]{1,18})\s*</answer>")
 _SOL_END, _ANS_START = "</solution>", "<answer>"
-# A quoted fact, `We know d = 9`, anywhere in the solution; and the closing's start (reverse mode).
-_QUOTE = re.compile(r"We know\s+([A-Za-z])\s*=([^;.,]{0,200})")
-_CLOSING = "We know"
+_CLOSING = "We know"  # the reverse-mode closing starts at the first one after the last Define
 _CLAUSES = re.compile(r"(?:so\s+)?([^;.,\s][^;.,]*)")  # the closing's clauses, without a leading "so"
 
 

@@ -924,7 +924,7 @@ def jobs_table(ctx: Context, plan: Plan) -> str:
 def write_report(ctx: Context, plan: Plan, seconds: dict, device, bands_why: str = "") -> Path:
     out = report_dir(ctx, plan)
     out.mkdir(parents=True, exist_ok=True)
-    if ctx.sc.ladder and plan.study != "context" and "edge" not in ctx.bands:
+    if lacks_bands(plan.study, ctx):
         return write_precondition_report(ctx, plan, seconds, device, bands_why)
     body, numbers = REPORTERS[plan.study](ctx, plan)
     reports = {label: eval_results(ctx, job)[0] for label, job in plan.evals.items()}
@@ -1035,9 +1035,15 @@ class Config:
     dry_run: bool = False  # print the jobs and exit
 
 
+def lacks_bands(study: str, ctx: Context) -> bool:
+    """True when the study needs an edge band that this scale has not measured (yet) or whose base model has none:
+    then only the base model and its ladder are planned, and the report says why."""
+    return study != "context" and "edge" not in ctx.bands
+
+
 def build_plan(study: str, ctx: Context) -> Plan:
     plan = Plan(study, ctx.name)
-    if study != "context" and "edge" not in ctx.bands:  # bands not measured yet, or no edge: nothing to train on
+    if lacks_bands(study, ctx):
         plan.add(ctx.base())
         plan.evals["base"] = plan.add(ctx.ladder_job())
         return plan
@@ -1101,7 +1107,8 @@ def run_studies(ctx: Context, cfg: Config, studies: list[str], device) -> dict:
         if cfg.dry_run:
             results[study] = {"jobs": [asdict(j) for j in plan.jobs]}
             continue
-        seconds = {job.name: ladder_seconds.get(job.name) or run_job(ctx, job, str(device)) for job in plan.jobs}
+        seconds = {job.name: ladder_seconds[job.name] if job.name in ladder_seconds else run_job(ctx, job, str(device))
+                   for job in plan.jobs}
         path = write_report(ctx, plan, seconds, device, why)
         total = time.time() - t0
         print(f"=== {study}: report at {path} ({total / 60:.1f} min; {(time.time() - t_start) / 60:.1f} min since the "
