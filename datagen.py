@@ -37,6 +37,7 @@ A *recipe* is a named mixture over (op, context, mode), written in a small spec 
     ops=2-4:.2,5-7:.3,8-10:.5                                # weight per range, spread evenly inside it
     0.99*ops=2-20 contexts=zoo + 0.01*ops=2 contexts=teachers   # a joint mixture of two parts
     ops=11-14 modes=forward:0.8,reverse:0.2                  # 20% reverse-mode problems
+    ops=2-5 distractors=0.5 operands=2                       # scale-downs (Options): fewer distractors, sums of 2
 
 Examples:
     python datagen.py --recipe pretrain_uniform --n 100000 --seed 0 --split train --out data/pt.jsonl
@@ -56,7 +57,7 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from common import UserError, run_main
@@ -75,6 +76,10 @@ class Options:
     #                       True = repair it in place (a difference written larger-first, `k times` -> `k plus`)
     valid_distractors: bool = False  # False = distractors' values go unchecked (the paper's); True = a distractor
     #                                  whose value would leave 1..MAX_VALUE is repaired, else becomes a constant
+    # scale-downs for models too small for the paper's problems (recipe items `distractors=` and `operands=`):
+    distractors: float = 1.0  # the mean number of distractor sentences at each op, times this (paper: 1)
+    max_operands: int = 0  # cap on a solution sum's operands and on the types a total sums (0 = none, the paper's);
+    #                        2 keeps every step type of op 6-10 within op 2-5 (SPEC §2, "Scale-downs")
 
 
 PAPER = Options()
@@ -261,7 +266,8 @@ class Skeleton:
         return list(range(first, first + n))
 
 
-def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False) -> Skeleton | None:
+def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False, max_operands: int = 0
+              ) -> Skeleton | None:
     """A solution DAG with exactly `op` edges (None on a rare dead end; the caller retries).
 
     Shaped like the reference's solutions: the query is usually a place's total, the quantities summed by a total
@@ -271,6 +277,9 @@ def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False
     budget, i, n_agg = op, 0, 0
     rand = rng.random
     p_query_agg, p_kop_owned, p_reuse, p_wider, _, p_free_agg, p_many = shape_knobs(op, reverse)
+    max_sum = max_operands or 4
+    if max_operands:
+        max_types = min(max_types, max_operands)
     while i < len(sk.combine):
         f = len(sk.combine) - i - 1  # other undefined nodes; each is a reuse candidate (index > i)
         slack = budget - f
@@ -293,7 +302,7 @@ def _skeleton(rng: random.Random, op: int, max_types: int, reverse: bool = False
                 many = p_many and (owned or i == 0) and rand() < p_many
                 unary, sum2, diff = FORMS_MANY if many else FORMS_OWNED if owned or i == 0 else FORMS_FREE
                 form, n_par = ("copy", 1) if r < unary else ("sum", 2) if r < sum2 else \
-                    ("diff", 2) if r < diff else ("sum", 3 + (rand() < 0.3))
+                    ("diff", 2) if r < diff else ("sum", min(3 + (rand() < 0.3), max_sum))
             kop = None
             if form != "const" and rand() < (p_kop_owned if many or n_par == 1 and (owned or i == 0) else
                                              P_KOP if n_par > 1 else P_KOP_UNARY):
@@ -466,7 +475,7 @@ class Problem:
 def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts=PAPER) -> Problem | None:
     """Build a problem's structure (None on a dead end; the caller retries with the same rng)."""
     rand = rng.random
-    sk = _skeleton(rng, op, n_types, reverse)
+    sk = _skeleton(rng, op, n_types, reverse, opts.max_operands)
     if sk is None:
         return None
     n_sol = len(sk.combine)
@@ -496,7 +505,7 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts=PAP
     capacity = open_places * n_types - len(free)
     if capacity < 0 or (free and open_places == 0):
         return None
-    n_dis = min(capacity, int(shape_knobs(op, reverse)[4] * -math.log(1.0 - rand()) + 0.5))
+    n_dis = min(capacity, int(shape_knobs(op, reverse)[4] * opts.distractors * -math.log(1.0 - rand()) + 0.5))
     need = len(free) + n_dis
     place_order = _shuffled(rand, places_sub)
     n_open = 0 if need == 0 else -(-need // n_types) + int(rand() * (open_places - (-(-need // n_types)) + 1))
@@ -794,6 +803,26 @@ def structure_stats(records: list[dict], contexts: dict[str, Context] | None = N
     return {key: sum(v) / len(v) for key, v in acc.items()}
 
 
+STEP_TYPES = ("constant", "copy", "k plus / k times", "sum of 2", "sum of 3+", "difference", "total of 1",
+              "total of 2", "total of 3+")
+
+
+def step_types(rec: dict, contexts: dict[str, Context]) -> set[str]:
+    """The kinds of step (STEP_TYPES) a record's solution uses. A total's width is the number of types it sums."""
+    agg_prefix = contexts[rec["context"]].aggregate + " in "
+    kinds = set()
+    for n in rec["graph"]["nodes"]:
+        width = len(n["parents"])
+        if n["name"].startswith(agg_prefix):
+            kinds.add(f"total of {width}" if width < 3 else "total of 3+")
+            continue
+        kinds.add({"const": "constant", "copy": "copy", "diff": "difference"}.get(n["combine"]) or
+                  (f"sum of {width}" if width < 3 else "sum of 3+"))
+        if n["kop"]:
+            kinds.add("k plus / k times")
+    return kinds
+
+
 def load_fidelity_reference(path: str | Path = FIDELITY_FILE) -> dict:
     """The reference figures: {"source", "method", "cells": {"forward 5": {row: "figure as published"}}}, plus the
     derived acceptance row "sol kinds: any k op" (k plus + k times), and the acceptance rows measured the same way
@@ -903,6 +932,20 @@ class Part:
     ops: dict[int, float]
     contexts: dict[str, float]
     modes: dict[str, float]
+    options: dict = field(default_factory=dict)  # Options fields this part sets (`distractors=`, `operands=`)
+
+
+def _parse_option(key: str, text: str) -> dict:
+    """A recipe item that sets an Options field: `distractors=0.5` (a factor >= 0), `operands=2` (0 or >= 2)."""
+    try:
+        value = float(text) if key == "distractors" else int(text)
+    except ValueError:
+        value = None
+    if key == "distractors" and (value is None or not math.isfinite(value) or value < 0):
+        raise UserError(f"recipe: distractors={text!r} must be a factor >= 0, like 0.5 (1 = the paper's)")
+    if key == "operands" and (value is None or value == 1 or value < 0):
+        raise UserError(f"recipe: operands={text!r} must be 0 (no cap, the paper's) or a cap >= 2")
+    return {"distractors": value} if key == "distractors" else {"max_operands": value}
 
 
 def _parse_dist(key: str, text: str, parse_value) -> dict:
@@ -975,17 +1018,22 @@ def parse_recipe(spec: str, contexts: dict[str, Context] | None = None) -> list[
             w, _, chunk = chunk.partition("*")
             weight = _weight(w, repr(spec))
         fields = {"ops": None, "contexts": PAPER_CONTEXTS, "modes": "forward"}
+        options = {}
         for item in chunk.split():
             key, eq, val = item.partition("=")
+            if eq and key in ("distractors", "operands"):
+                options.update(_parse_option(key, val))
+                continue
             if not eq or key not in fields:
-                raise UserError(f"recipe: bad item {item!r} in {spec!r}; use ops=..., contexts=..., modes=...")
+                raise UserError(f"recipe: bad item {item!r} in {spec!r}; use ops=..., contexts=..., modes=... "
+                                f"(and the scale-downs distractors=..., operands=...)")
             fields[key] = val
         if fields["ops"] is None:
             raise UserError(f"recipe: part {chunk!r} of {spec!r} has no ops=")
         if weight > 0:
             parts.append(Part(weight, _parse_dist("ops", fields["ops"], _parse_ops),
                               _parse_dist("contexts", fields["contexts"], parse_ctx),
-                              _parse_dist("modes", fields["modes"], parse_mode)))
+                              _parse_dist("modes", fields["modes"], parse_mode), options))
     if not parts:
         raise UserError(f"recipe {spec!r} has no part with a positive weight")
     total = sum(p.weight for p in parts)
@@ -1033,7 +1081,7 @@ def sample_at(parts: list[Part], seed: int, index: int, contexts: dict[str, Cont
     op = _pick(rng.random, part.ops)
     ctx = contexts[_pick(rng.random, part.contexts)]
     mode = _pick(rng.random, part.modes)
-    return make_problem(rng, op, ctx, mode, opts)
+    return make_problem(rng, op, ctx, mode, replace(opts, **part.options) if part.options else opts)
 
 
 CHUNK = 256  # indices per unit of work

@@ -6,6 +6,7 @@ study.py -- one command per finding of the paper: data -> tokenizer -> base pre-
     python study.py context --scale small        # F2 on one GPU
     python study.py all --scale micro            # every study at smoke-test size (seconds to minutes)
     python study.py edge --scale tiny --dry_run  # list the jobs and their settings
+    python study.py edge --scale tiny --train_procs 2   # pre-training as two DDP processes (what main.sh does)
 
 Studies (SPEC §1): edge (F1), context (F2), midtrain (F3), process_reward (F4), pretrain_exposure (appendix
 A.7), crossover (Yue et al.: pass@k curves of base vs RL up to large k), weak_supervision (scarce data, noisy
@@ -13,7 +14,9 @@ and majority-vote rewards). Scales: micro (CI smoke run), tiny (CPU), small (one
 Smaller scales shrink the op ranges but keep their meaning: ID = the pre-training range, edge = just beyond
 it, hard = far beyond it. Except at micro scale, edge and hard are not fixed but read off the base model's
 verified pass@k per op (its ladder) by a rule written here before any run (BAND_RULE, SPEC §7): where the base
-model has no edge, the study stops before RL and reports "precondition not met".
+model has no edge, the study stops before RL and reports "precondition not met". A scale's settings come from a
+sweep (calibrate.py, reports/calibration-<scale>/); where they depart from the paper's (the tiny scale's
+scale-downs, SPEC §2), Scale.notes says so in every report.
 
 Every job writes into runs/<scale>/<job>/ and is skipped when its output is already there (a training job
 that was interrupted resumes from its last checkpoint), so re-running a study only does what is missing, and
@@ -32,6 +35,7 @@ import math
 import os
 import shlex
 import socket
+import subprocess
 import sys
 import time
 import warnings
@@ -70,6 +74,12 @@ class Scale:
     seconds_hint: str = ""  # expected wall time of the edge study, for the log
     ladder: tuple = ()  # op range of the base model's ladder; set: edge and hard are measured, not fixed
     rl_seeds: int = 1  # RL runs (seeds) on the edge pool
+    mix: str = ""  # the base model's op weights over ID, e.g. `2-3:.2,4:.3,5:.5` ('' = uniform; paper 2-4/5-7/8-10
+    #                = .2/.3/.5 is the `pretrain_emh_235` study variant, uniform its default)
+    data: str = ""  # recipe items every recipe of the scale carries: scale-downs such as `operands=2` (datagen)
+    edge_pools: tuple = ("ID", "mixed", "edge", "hard")  # the RL pools the edge study trains on
+    edge_reselect: int = 0  # edge pool: keep its prompts at the model's edge, re-selected every K RL steps (0 = off)
+    notes: tuple = ()  # where this scale departs from the paper's setup, and why (printed in every report)
 
 
 
@@ -80,11 +90,20 @@ SCALES = {
                    grpo=dict(preset="micro", max_steps=2, eval_every=2), eval_per_op=3, eval_n=2, eval_max_new=64,
                    crossover_n=4, context_ops=(2, 4), contexts="zoo", budget_rl_steps=2, weak_pool_sizes=(4,),
                    seconds_hint="about a minute"),
-    # 2 CPU cores: one context, op 2-3 in pre-training (a 1M-parameter model learns only that much in ~15 min)
-    "tiny": Scale(bands={"ID": (2, 3)}, pools={}, ladder=(2, 8), rl_seeds=2,
+    # 2 CPU cores (reports/calibration-tiny): one context, op 2-5 weighted to the top as the paper's 2-10, with
+    # two scale-downs that buy a 1M-parameter model its edge -- sums of at most two operands (every kind of step of
+    # the edge occurs in the range) and half the distractor sentences; no mixed pool (time)
+    "tiny": Scale(bands={"ID": (2, 5)}, mix="2-3:.194,4:.291,5:.485,6-8:.03", data="operands=2 distractors=0.5",
+                  pools={}, ladder=(2, 10), rl_seeds=2, edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
-                  eval_max_new=160, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
-                  seconds_hint="pre-training 15-17 minutes on 2 CPU cores, then ~2 minutes per RL run"),
+                  eval_max_new=192, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
+                  seconds_hint="pre-training ~27 minutes on 2 CPU cores, then ~4 minutes per RL run",
+                  notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
+                         "kind of step of the edge occurs in op 2-5; half the distractor sentences "
+                         "(`distractors=0.5`); the loss on solution tokens only (`--loss_on solution`); bf16.",
+                         "Deviation: a sparse tail of 3 % op 6-8 in pre-training (as in the paper's A.7 exposure "
+                         "study). Without it the base model writes at most three steps and solves nothing above "
+                         "op 5 (reports/calibration-tiny, row op2-5-sol-d05-10M).")),
     "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
                    pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
@@ -166,11 +185,11 @@ def pools_from_bands(bands: dict) -> dict:
             "hard": bands["hard"]}
 
 
-def chance_rate(op: int, contexts: str, n: int = 2000) -> float:
-    """The outcome reward's chance level at an op: the probability that two answers drawn from the op's answer
+def chance_rate(recipe: str, n: int = 2000) -> float:
+    """The outcome reward's chance level at one op's recipe: the probability that two answers drawn from its answer
     distribution agree (sum of squared answer frequencies over n generated problems)."""
     counts: dict = {}
-    for rec in datagen.generate(f"ops={op} contexts={contexts}", n, seed=7, split="test"):
+    for rec in datagen.generate(recipe, n, seed=7, split="test"):
         counts[rec["answer"]] = counts.get(rec["answer"], 0) + 1
     return sum((c / n) ** 2 for c in counts.values())
 
@@ -212,6 +231,7 @@ class Context:
         self.reports = Path(reports_dir)
         self.tokenizer = self.dir / "tokenizer.json"
         self.workers = workers
+        self.train_procs = 1  # pre-training processes (DDP under torchrun)
 
     def run_dir(self, job_name: str) -> Path:
         return self.dir / job_name
@@ -229,14 +249,16 @@ class Context:
         conf["data_dir"] = str(self.dir / "data" / key)  # runs with the same data share one folder
         return Job(name, "pretrain", conf, note)
 
-    def recipe(self, op_weights: str) -> str:
-        """A recipe over the scale's contexts: `2-4` or `2-4:.2,5-7:.8`."""
-        return f"ops={op_weights} contexts={self.sc.contexts}"
+    def recipe(self, op_weights: str, contexts: str = "", modes: str = "") -> str:
+        """A recipe over the scale's contexts (or `contexts`) with its data items: `2-4` or `2-4:.2,5-7:.8`."""
+        spec = f"ops={op_weights} contexts={contexts or self.sc.contexts}" + (f" modes={modes}" if modes else "")
+        return f"{spec} {self.sc.data}".strip()
 
     def base(self) -> Job:
-        """The scale's base model: pre-trained on the ID band."""
+        """The scale's base model: pre-trained on the ID band (weighted by the scale's mix)."""
         lo_hi = ops(self.sc.bands["ID"])
-        return self.pretrain("base", self.recipe(lo_hi), note=f"pre-trained on op {lo_hi}")
+        return self.pretrain("base", self.recipe(self.sc.mix or lo_hi),
+                             note=f"pre-trained on op {lo_hi}" + (f" ({self.sc.mix})" if self.sc.mix else ""))
 
     def grpo(self, name: str, init: str, pool_ops: tuple, note: str = "", **overrides) -> Job:
         g = {**self.sc.grpo, "init_from": str(self.run_dir(init)), "pool": self.recipe(ops(pool_ops)), **overrides}
@@ -268,7 +290,7 @@ class Context:
         if not path.exists():
             lines = []
             for op in range(op_range[0], op_range[1] + 1):
-                parts = datagen.parse_recipe(f"ops={op} contexts={contexts} modes={modes}")
+                parts = datagen.parse_recipe(self.recipe(str(op), contexts, modes))
                 lines += [item[4] for item in datagen.generate_lines(parts, self.sc.eval_per_op, seed=1000 + op,
                                                                      split="test")]
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,17 +302,20 @@ class Context:
 # Studies: which jobs each finding needs
 
 def plan_edge(ctx: Context, plan: Plan) -> None:
-    """F1: base vs RL on four pools (top of ID, mixed, edge, far beyond), evaluated on every band; the edge pool
-    with `rl_seeds` seeds."""
+    """F1: base vs RL on four pools (top of ID, mixed, edge, far beyond; those of `edge_pools`), evaluated on every
+    band; the edge pool with `rl_seeds` seeds (and filtered to the model's edge where `edge_reselect` is set)."""
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
     for pool, rng in ctx.pools.items():
+        if pool not in sc.edge_pools:
+            continue
         for seed in range(sc.rl_seeds if pool == "edge" else 1):
             tag = f" seed {seed}" if seed else ""
+            extra = dict(reselect_every=sc.edge_reselect) if pool == "edge" and sc.edge_reselect else {}
             job = plan.add(ctx.grpo(f"rl-{pool}" + (f"-s{seed}" if seed else ""), base, rng, seed=seed,
-                                    note=f"RL on op {ops(rng)} ({pool} pool){tag}"))
+                                    note=f"RL on op {ops(rng)} ({pool} pool){tag}", **extra))
             plan.evals[f"RL {pool} ({ops(rng)}){tag}"] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 
@@ -314,10 +339,10 @@ def plan_context(ctx: Context, plan: Plan) -> None:
     evalset = ctx.evalset("context-B", (lo, hi), contexts="teachers")
     for e in CONTEXT_EXPOSURES:
         share = e / 100
-        recipe = f"{1 - share:.6g}*ops={lo}-{hi} contexts=zoo" + (f" + {share:.6g}*ops={lo} contexts=teachers"
-                                                                  if share else "")
+        recipe = f"{1 - share:.6g}*{ctx.recipe(f'{lo}-{hi}', 'zoo')}" + (
+            f" + {share:.6g}*{ctx.recipe(str(lo), 'teachers')}" if share else "")
         base = plan.add(ctx.pretrain(f"base-B{e:g}", recipe, note=f"A op {lo}-{hi}, B {e:g}% at op {lo}"))
-        rl = plan.add(ctx.grpo(f"rl-B{e:g}", base, (lo, hi), pool=f"ops={lo}-{hi} contexts=zoo,teachers",
+        rl = plan.add(ctx.grpo(f"rl-B{e:g}", base, (lo, hi), pool=ctx.recipe(f"{lo}-{hi}", "zoo,teachers"),
                                note="RL on 50% A / 50% B"))
         plan.evals[f"B {e:g}% + RL"] = plan.add(ctx.eval(rl, evalset, ctx.sc.eval_n, {"B": (lo, hi)}))
 
@@ -443,7 +468,9 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
     save_json(spec_path, spec)
     print(f"\n[{job.name}] {job.kind}: {job.note or ''}")
     t0 = time.time()
-    if job.kind == "pretrain":
+    if job.kind == "pretrain" and ctx.train_procs > 1:
+        run_under_torchrun(job, out, device, ctx.train_procs)
+    elif job.kind == "pretrain":
         pretrain.main(pretrain.Config(**{**conf, "resume": latest_checkpoint(out) is not None}))
     elif job.kind == "grpo":
         grpo.main(grpo.Config(**{**conf, "resume": latest_checkpoint(out) is not None}))
@@ -452,6 +479,21 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
     seconds = time.time() - t0
     save_json(spec_path, {**spec, "seconds": seconds})
     return seconds
+
+
+def run_under_torchrun(job: Job, out: Path, device: str, procs: int) -> None:
+    """A pre-training job as `procs` DDP processes. On a CPU each gets an equal share of the cores: small matrices
+    use one thread poorly, so two one-thread processes train faster than one two-thread process."""
+    resume = latest_checkpoint(out) is not None
+    flags = shlex.split(job_command(job, out))[2:] + [f"--device={device}", f"--resume={resume}"]
+    env = dict(os.environ)
+    if device == "cpu":
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or procs) // procs))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+           str(Path(__file__).with_name("pretrain.py")), *flags]
+    print("  " + " ".join(shlex.quote(c) for c in cmd))
+    if subprocess.run(cmd, env=env).returncode != 0:
+        raise UserError(f"[{job.name}] pre-training under torchrun failed (its log: {out / 'log.txt'})")
 
 
 def job_command(job: Job, out: Path) -> str:
@@ -573,7 +615,7 @@ def ladder_of(ctx: Context, job_name: str) -> dict:
                       "passk": mean_se([evaluate.pass_at_k(p["n"], p["c_verified"], n) for p in probs])[0],
                       "samples": sum(p["n"] for p in probs), "verified": sum(p["c_verified"] for p in probs),
                       "answer_passk": mean_se([evaluate.pass_at_k(p["n"], p["c_answer"], n) for p in probs])[0],
-                      "chance": chance_rate(op, ctx.sc.contexts)}
+                      "chance": chance_rate(ctx.recipe(str(op)))}
     return ladder
 
 
@@ -604,7 +646,24 @@ def ladder_section(ctx: Context, why: str) -> list[str]:
              ""]
     if ctx.pools:
         lines += ["RL pools: " + ", ".join(f"{k} = op {ops(v)}" for k, v in ctx.pools.items()) + ".", ""]
-    return lines
+    return lines + step_type_section(ctx, list(ctx.ladder))
+
+
+def step_type_section(ctx: Context, op_list: list[int], n: int = 400) -> list[str]:
+    """Which kinds of step the problems of each op need (share of n generated problems with at least one): the edge
+    should differ from the pre-training range in depth only, never in the kinds of step."""
+    contexts = datagen.load_contexts()
+    rows = []
+    for op in op_list:
+        counts = dict.fromkeys(datagen.STEP_TYPES, 0)
+        for rec in datagen.generate(ctx.recipe(str(op)), n, seed=11, split="test"):
+            for kind in datagen.step_types(rec, contexts):
+                counts[kind] += 1
+        rows.append([op] + [f"{100 * c / n:.0f}" for c in counts.values()])
+    return ["## Kinds of step per op", "",
+            f"Share of problems (%, {n} per op, recipe `{ctx.recipe('OP')}`) whose solution has at least one step "
+            "of each kind. Pre-training covers op " + ops(ctx.sc.bands["ID"]) + ".", "",
+            markdown_table(["op", *datagen.STEP_TYPES], rows), ""]
 
 
 PAPER_SAYS = {
@@ -938,7 +997,8 @@ def write_report(ctx: Context, plan: Plan, seconds: dict, device, bands_why: str
             f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
             f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}. Bands: "
             + ", ".join(f"{k} = op {ops(v)}" for k, v in bands.items()) + ".", "",
-            "![pass@k curves](pass_at_k.png)", "", *(ladder_section(ctx, bands_why) if plan.study != "context" else []),
+            *notes_section(ctx), "![pass@k curves](pass_at_k.png)", "",
+            *(ladder_section(ctx, bands_why) if plan.study != "context" else []),
             *body, "", "![pass@n by op](pass_by_op.png)", "",
             "## Jobs", "", jobs_table(ctx, plan), ""]
     (out / "report.md").write_text("\n".join(text), encoding="utf-8")
@@ -946,6 +1006,12 @@ def write_report(ctx: Context, plan: Plan, seconds: dict, device, bands_why: str
                                      "bands": ctx.bands, "ladder": ctx.ladder,
                                      "jobs": {j.name: j.config for j in plan.jobs}, "seconds": seconds})
     return out / "report.md"
+
+
+def notes_section(ctx: Context) -> list[str]:
+    """Where the scale departs from the paper's setup (Scale.notes), said before any number."""
+    return ["## Where this scale departs from the paper", "", *(f"- {note}" for note in ctx.sc.notes), ""] \
+        if ctx.sc.notes else []
 
 
 def write_precondition_report(ctx: Context, plan: Plan, seconds: dict, device, why: str) -> Path:
@@ -965,7 +1031,7 @@ def write_precondition_report(ctx: Context, plan: Plan, seconds: dict, device, w
             f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}.", "",
             verdict_line("precondition", why + ". The study stopped before RL: no variant was trained, and nothing "
                                                "here is evidence for or against the finding."), "",
-            *ladder_section(ctx, why), "![pass@k curves](pass_at_k.png)", "", "![pass@n by op](pass_by_op.png)", "",
+            *notes_section(ctx), *ladder_section(ctx, why), "![pass@k curves](pass_at_k.png)", "", "![pass@n by op](pass_by_op.png)", "",
             "## Jobs", "", jobs_table(ctx, plan), ""]
     (out / "report.md").write_text("\n".join(text), encoding="utf-8")
     save_json(out / "results.json", {"study": plan.study, "scale": ctx.name, "run": info, "verdict": "precondition",
@@ -1032,6 +1098,7 @@ class Config:
     reports_dir: str = "reports"  # the report goes to reports_dir/<study>-<scale>/
     device: str = "auto"  # auto (cuda if available), cuda or cpu
     workers: int = 1  # processes for data generation
+    train_procs: int = 1  # pre-training as this many DDP processes (torchrun); 2 suits a 2-core CPU
     dry_run: bool = False  # print the jobs and exit
 
 
@@ -1083,7 +1150,10 @@ def main(cfg: Config) -> dict:
     for s in studies:
         if s not in PLANNERS:
             raise UserError(f"unknown study {s!r}; choose one of {', '.join(STUDIES)} or all")
+    if cfg.train_procs < 1:
+        raise UserError(f"--train_procs must be >= 1, got {cfg.train_procs}")
     ctx = Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers)
+    ctx.train_procs = cfg.train_procs
     device = setup_dist(cfg.device).device
     if cfg.dry_run:
         return run_studies(ctx, cfg, studies, device)

@@ -416,7 +416,8 @@ def test_structure_stats_of_a_known_problem():
 
 
 def test_options_default_to_the_papers():
-    assert datagen.Options() == datagen.PAPER == datagen.Options(unknown_max=4, repair=False, valid_distractors=False)
+    assert datagen.Options() == datagen.PAPER == datagen.Options(unknown_max=4, repair=False, valid_distractors=False,
+                                                                 distractors=1.0, max_operands=0)
     rng = random.Random(3)
     paper = [datagen.make_problem(rng, op, CONTEXTS["zoo"], "reverse") for op in (3, 8, 15) for _ in range(40)]
     assert all(1 <= r["answer"] <= 4 for r in paper)
@@ -427,6 +428,31 @@ def test_options_default_to_the_papers():
     for rec in paper + wide:  # either way, every solution value is in range and recomputes
         assert all(1 <= n["value"] <= datagen.MAX_VALUE for n in rec["graph"]["nodes"])
         assert datagen.recompute_values(rec["graph"])[rec["graph"]["unknown"]] == rec["answer"]
+
+
+def test_scale_down_items_in_recipes():
+    """`operands=2` caps every solution sum and total at two operands, `distractors=f` scales the distractor
+    count; both keep the op exact, and the paper's values of both give the paper's stream, byte for byte."""
+    plain = list(datagen.generate("ops=2-12 contexts=zoo modes=forward,reverse", 300, seed=4))
+    same = list(datagen.generate("ops=2-12 contexts=zoo modes=forward,reverse operands=0 distractors=1", 300, seed=4))
+    assert plain == same
+    capped = list(datagen.generate("ops=2-12 contexts=zoo modes=forward,reverse operands=2", 300, seed=4))
+    assert max(len(n["parents"]) for r in plain for n in r["graph"]["nodes"]) > 2
+    assert max(len(n["parents"]) for r in capped for n in r["graph"]["nodes"]) == 2
+    for rec in capped:
+        assert sum(max(1, len(n["parents"])) + (n["kop"] is not None) for n in rec["graph"]["nodes"]) == rec["op"]
+        assert datagen.recompute_values(rec["graph"])[rec["graph"]["query"]] == rec["graph"]["nodes"][-1]["value"]
+    fewer = list(datagen.generate("ops=2-12 contexts=zoo distractors=0.5", 300, seed=4))
+    none = list(datagen.generate("ops=2-12 contexts=zoo distractors=0", 100, seed=4))
+    dis = lambda recs: datagen.structure_stats(recs, CONTEXTS)["distractor sentences (mean; min/med/max)"]
+    assert dis(none) == 0 and 0.3 * dis(plain) < dis(fewer) < 0.7 * dis(plain)
+
+
+@pytest.mark.parametrize("spec", ["ops=2 operands=1", "ops=2 operands=x", "ops=2 distractors=-1",
+                                  "ops=2 distractors=nan"])
+def test_bad_scale_down_items(spec):
+    with pytest.raises(UserError, match="operands|distractors"):
+        datagen.parse_recipe(spec)
 
 
 def test_split_method_is_pinned():

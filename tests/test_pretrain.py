@@ -103,6 +103,17 @@ def test_inputs_mask_comes_from_lengths():
     assert doc[0, :5].tolist() == [0, 0, 0, 1, 1]
 
 
+def test_solution_loss_counts_only_what_follows_the_solution_tag():
+    S, E, P = tok_lib.SOLUTION_ID, tok_lib.EOS_ID, tok_lib.PAD_ID
+    # two packed samples: question tokens 20/21, <solution>, answer tokens 30/31, EOS; then padding
+    tokens = torch.tensor([[20, 21, S, 30, E, 20, S, 31, E, P, P]])
+    x, y, mask, _ = pretrain.inputs_from_rows(tokens, torch.tensor([9]), doc_mask=False, loss_on="solution")
+    counted = [int(t) for t, m in zip(y[0], mask[0]) if m]
+    assert counted == [30, E, 20, 31, E]  # the EOS's next token (the next sample's start) belongs to the old sample
+    full = pretrain.inputs_from_rows(tokens, torch.tensor([9]), doc_mask=False)[2]
+    assert full.sum() == 8 and bool((mask <= full).all())
+
+
 def test_crash_during_save_keeps_last_checkpoint(tmp_path, micro_ckpt, monkeypatch):
     good = tmp_path / "ckpt.pt"
     common.save_checkpoint(good, {"model": {"w": torch.ones(3)}})

@@ -208,12 +208,15 @@ def test_no_edge_plans_no_rl(tmp_path):
     ctx = study.Context("tiny", str(tmp_path / "runs"), str(tmp_path / "reports"), 1)
     plan = study.build_plan("edge", ctx)
     assert [j.kind for j in plan.jobs] == ["pretrain", "eval"] and list(plan.evals) == ["base"]
-    ctx.bands = {"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)}
+    ctx.bands = {"ID": (2, 5), "edge": (6, 7), "hard": (9, 10)}
     ctx.pools = study.pools_from_bands(ctx.bands)
     plan = study.build_plan("edge", ctx)
-    rl = [j.name for j in plan.jobs if j.kind == "grpo"]
-    assert rl == ["rl-ID", "rl-mixed", "rl-edge", "rl-edge-s1", "rl-hard"]  # two seeds on the edge pool
-    assert {j.config["seed"] for j in plan.jobs if j.name.startswith("rl-edge")} == {0, 1}
+    rl = {j.name: j.config for j in plan.jobs if j.kind == "grpo"}
+    assert list(rl) == ["rl-ID", "rl-edge", "rl-edge-s1", "rl-hard"]  # the scale's pools; two seeds on the edge
+    assert {rl["rl-edge"]["seed"], rl["rl-edge-s1"]["seed"]} == {0, 1}
+    assert all(c["pool"].endswith(ctx.sc.data) for c in rl.values())  # every pool carries the scale's data items
+    reselect = study.SCALES["tiny"].edge_reselect
+    assert [c["reselect_every"] for c in rl.values()] == [0, reselect, reselect, 0]  # only the edge pool is filtered
 
 
 def test_edge_verdict_thresholds():

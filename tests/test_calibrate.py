@@ -1,0 +1,42 @@
+"""The calibration sweep: its trials build valid jobs, bad flags fail with a message, and its table renders."""
+import pytest
+
+import calibrate
+import study
+from common import UserError
+
+
+def test_trials_build_distinct_valid_jobs(tmp_path):
+    for scale, trials in calibrate.TRIALS.items():
+        assert len({t.name for t in trials}) == len(trials)
+        dirs = set()
+        for trial in trials:
+            ctx = calibrate.trial_context(scale, trial, str(tmp_path), 1)
+            base, ladder = ctx.base(), ctx.ladder_job()
+            assert base.kind == "pretrain" and ladder.kind == "eval"
+            assert ctx.sc.data in base.config["recipe"]  # the trial's data items reach its training data ...
+            dirs.add(ctx.dir)
+        assert len(dirs) == len(trials)  # ... and every trial has its own folder
+
+
+def test_the_chosen_row_is_the_study_itself(tmp_path):
+    chosen = [t for t in calibrate.TRIALS["tiny"] if t.study_runs]
+    assert len(chosen) == 1 and not chosen[0].scale and not chosen[0].pretrain
+    ctx = calibrate.trial_context("tiny", chosen[0], str(tmp_path), 1)
+    assert ctx.base().config == study.Context("tiny", str(tmp_path), "reports", 1).base().config
+
+
+def test_report_lists_every_trial_even_unrun(tmp_path):
+    out = calibrate.main(calibrate.Config(scale="tiny", runs_dir=str(tmp_path / "runs"),
+                                          reports_dir=str(tmp_path / "rep"), report_only=True))
+    text = open(out["report"]).read()
+    for trial in calibrate.TRIALS["tiny"]:
+        assert f"| {trial.name} |" in text
+    assert text.count("not run") == len(calibrate.TRIALS["tiny"])
+
+
+@pytest.mark.parametrize("kw, message", [(dict(scale="nope"), "no calibration trials"),
+                                         (dict(only="op2-5-sol,nope"), "unknown trial")])
+def test_bad_flags(kw, message, tmp_path):
+    with pytest.raises(UserError, match=message):
+        calibrate.main(calibrate.Config(runs_dir=str(tmp_path), report_only=True, **kw))
