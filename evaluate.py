@@ -237,7 +237,7 @@ class Parsed(NamedTuple):
     solved: tuple | None  # the closing's last `x = ... = value`: the value's form
 
 
-_new_node = tuple.__new__  # PredNode without the Python-level __new__ frame (hot path)
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ frame (hot paths)
 
 
 _NAME_CACHE: dict[str, str] = {}  # raw name -> normalized; a few hundred names recur in every problem
@@ -364,9 +364,9 @@ def parse_completion(text: str) -> Parsed:
     for name, v in first_var.items():
         s = stated.get(name)
         if s is not None:
-            nodes[name] = _new_node(PredNode, (v, frozenset(s[0]), s[1]))
+            nodes[name] = _new_tuple(PredNode, (v, frozenset(s[0]), s[1]))
         else:
-            nodes[name] = _new_node(PredNode, (v, _NO_PARENTS, X_FORM if v == "x" else None))
+            nodes[name] = _new_tuple(PredNode, (v, _NO_PARENTS, X_FORM if v == "x" else None))
 
     equations, solved = (), None
     if closing >= 0:
@@ -441,10 +441,12 @@ def build_gold(record: dict) -> Gold:
         for n in graph["nodes"]:
             name = n["name"]
             name = cached(name) or _norm_name(name)
-            parents = [cached(q) or _norm_name(q) for q in n["parents"]]
+            parents = n["parents"]  # a leaf (a quarter of the nodes) has none: no comprehension to run
+            parents = [cached(q) or _norm_name(q) for q in parents] if parents else list(parents)
             c = n["combine"]
             if name == unknown:
                 f = X_FORM
+                x = n["value"]
             elif c == "const":
                 f = (0, n["k"])
             else:
@@ -463,10 +465,10 @@ def build_gold(record: dict) -> Gold:
                     a, b = a * n["k"], b * n["k"]
                 f = (a, b)
             forms[name] = f
-            if name == unknown:
-                x = n["value"]
             out.append((name, frozenset(parents), f))
-        return Gold(tuple(out), forms, _norm_name(graph["query"]), x)
+        query = graph["query"]  # through the name cache too (anything but a string: _norm_name's own error)
+        query = (cached(query) if isinstance(query, str) else None) or _norm_name(query)
+        return _new_tuple(Gold, (tuple(out), forms, query, x))
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
         raise ValueError(f"record {record.get('id', '?') if isinstance(record, dict) else '?'} has no valid "
                          f"solution graph ({type(e).__name__}: {e}); regenerate it with datagen.py") from None
