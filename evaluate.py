@@ -165,6 +165,7 @@ def _exact(q: Fraction):
 _FORM_CACHE: dict[str, tuple | None] = {}
 _FORM_CACHE_MAX = 50_000
 _BINARY = re.compile(r"(-?[0-9]{1,12}) ([-+*/]) (-?[0-9]{1,12})")
+_LINEAR = re.compile(r"(-?)(?:([0-9]{1,12})\*)?x(?: ([-+]) ([0-9]{1,12}))?")  # x, 2*x, x + 4, -2*x - 8
 _UNSEEN = object()
 
 
@@ -178,6 +179,9 @@ def _form_of(text: str):
     elif (m := _BINARY.fullmatch(text)) is not None and (m[2] != "/" or (int(m[3]) and not int(m[1]) % int(m[3]))):
         u, op, v = int(m[1]), m[2], int(m[3])  # differences, products and exact quotients: no parser needed
         f = 0, u + v if op == "+" else u - v if op == "-" else u * v if op == "*" else u // v
+    elif (m := _LINEAR.fullmatch(text)) is not None:
+        a, b = int(m[2] or 1), int(m[4] or 0)  # the forms of reverse mode as written: no parser needed
+        f = (-a if m[1] else a), (-b if m[3] == "-" else b)
     else:
         f = evaluate_linear(text)
         if f is not None:
