@@ -382,7 +382,7 @@ def parse_completion(text: str) -> Parsed:
         if am is not None:
             answer = int(am.group(1))
             format_ok = 0 <= sol_end < ans_at and not text[sol_end + len(_SOL_END):ans_at].strip()
-    return Parsed(nodes, repeats, answer, format_ok, contradictions, tuple(quotes), equations, solved)
+    return _new_tuple(Parsed, (nodes, repeats, answer, format_ok, contradictions, tuple(quotes), equations, solved))
 
 
 def _last_form(segment: str):
@@ -581,7 +581,14 @@ def _check_closing(g: Gold, parsed: Parsed) -> tuple[int, int]:
             quoted_query |= name == g.query
     if g.x is None:
         return bad_given, 0
-    bad_solve = sum(len({a * x + b for a, b in forms}) > 1 for forms in parsed.equations)
+    bad_solve = 0
+    for forms in parsed.equations:  # false at the true x: its parts do not all have one value
+        a, b = forms[0]
+        value = a * x + b
+        for a, b in forms:
+            if a * x + b != value:
+                bad_solve += 1
+                break
     solved = parsed.solved
     bad_solve += solved is None or solved[1] != x or (parsed.answer is not None and solved[1] != parsed.answer)
     return bad_given + (not quoted_query), bad_solve
