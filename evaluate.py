@@ -208,10 +208,12 @@ _NO_PARENTS: frozenset = frozenset()
 #   swallow a step. The chain is captured whole and split at "=" in Python: one plain run for the regex
 #   engine instead of a repeated group per segment;
 # - a quoted fact, `We know d = 9` (its letter and value).
+# The optional "so " is written `(?:so\s+|)`, an alternative with an empty branch: the same match as
+# `(?:so\s+)?`, without the regex engine's setup of a repeated group at every try.
 _CHAIN = r"[^;.D]*(?:D(?!efine )[^;.D]*)*"  # text up to the next ; . or "Define "
 _QUOTE = re.compile(r"We know\s+([A-Za-z])\s*=([^;.,]{0,200})")
 _ITEMS = re.compile(r"Define ([^;.=]{1,200}) as ([A-Za-z])(?=;)"
-                    r"|[;.]\s*(?:so\s+)?([A-Za-z])\s*=(" + _CHAIN + r")"
+                    r"|[;.]\s*(?:so\s+|)([A-Za-z])\s*=(" + _CHAIN + r")"
                     r"|" + _QUOTE.pattern)
 # A variable is a standalone ASCII letter: not inside a word ("exists", "Rêves"), not the t of "don't".
 _VAR = re.compile(r"[A-Za-z](?<![\w'][A-Za-z])(?![\w'])")  # letter first: the regex scans faster
@@ -219,7 +221,7 @@ _VAR = re.compile(r"[A-Za-z](?<![\w'][A-Za-z])(?![\w'])")  # letter first: the r
 _ANSWER = re.compile(r"<answer>\s*(-?[0-9]{1,18})\s*</answer>")
 _SOL_END, _ANS_START = "</solution>", "<answer>"
 _CLOSING = "We know"  # the reverse-mode closing starts at the first one after the last Define
-_CLAUSES = re.compile(r"(?:so\s+)?([^;.,\s][^;.,]*)")  # the closing's clauses, without a leading "so"
+_CLAUSES = re.compile(r"(?:so\s+|)([^;.,\s][^;.,]*)")  # the closing's clauses, without a leading "so"
 
 
 class PredNode(NamedTuple):
