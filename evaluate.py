@@ -319,8 +319,8 @@ def parse_completion(text: str) -> Parsed:
     closing = text.find(_CLOSING, max(text.rfind("Define ", 0, end), 0), end)
     steps_end = end if closing < 0 else closing
 
-    first_var: dict[str, str] = {}  # name -> letter of its first Define, in order: the predicted nodes
-    stated: dict[str, tuple] = {}  # name -> (parent names, value form) of the first assignment to its letter
+    first_var: dict[str, str] = {}  # name -> letter of its first Define
+    nodes: dict[str, PredNode | None] = {}  # name -> its node, from its first assignment; in first-Define order
     scope: dict[str, str] = {}  # letter -> name of its most recent Define
     repeats = contradictions = 0
     quotes = []
@@ -336,6 +336,7 @@ def parse_completion(text: str) -> Parsed:
                     repeats += 1
                 else:
                     first_var[name] = v
+                    nodes[name] = None  # no assignment yet
                 step, var, local = name, v, {}
             else:  # We know V = value
                 quotes.append((scope.get(qletter) or _unresolved(qletter), _last_form(qvalue)))
@@ -359,19 +360,17 @@ def parse_completion(text: str) -> Parsed:
         local[letter] = refs
         if letter == var:
             form = cached_form(final, _UNSEEN)
-            said = (refs, _form_of(final) if form is _UNSEEN else form)
-            before = stated.get(step)
-            if before is None:
-                stated[step] = said
-            elif before != said:
+            if form is _UNSEEN:
+                form = _form_of(final)
+            node = nodes[step]
+            if node is None:  # the first assignment: the quantity's node
+                nodes[step] = _new_tuple(PredNode, (first_var[step], frozenset(refs), form))
+            elif node[1] != refs or node[2] != form:  # a later one states other parents or another value
                 contradictions += 1
 
-    nodes: dict[str, PredNode] = {}
-    for name, v in first_var.items():
-        s = stated.get(name)
-        if s is not None:
-            nodes[name] = _new_tuple(PredNode, (v, frozenset(s[0]), s[1]))
-        else:
+    for name, node in nodes.items():
+        if node is None:  # never assigned
+            v = first_var[name]
             nodes[name] = _new_tuple(PredNode, (v, _NO_PARENTS, X_FORM if v == "x" else None))
 
     equations, solved = (), None
