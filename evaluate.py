@@ -459,7 +459,7 @@ def build_gold(record: dict) -> Gold:
                 if c == "diff":
                     a2, b2 = forms[parents[1]]
                     a, b = a - a2, b - b2
-                else:  # copy, sum
+                elif len(parents) > 1:  # sum (a copy has one parent: nothing to add)
                     for q in parents[1:]:
                         a2, b2 = forms[q]
                         a, b = a + a2, b + b2
@@ -470,7 +470,7 @@ def build_gold(record: dict) -> Gold:
                     a, b = a * n["k"], b * n["k"]
                 f = (a, b)
             forms[name] = f
-            out.append((name, frozenset(parents), f))
+            out.append((name, frozenset(parents) if parents else _NO_PARENTS, f))
         query = graph["query"]  # through the name cache too (anything but a string: _norm_name's own error)
         query = (cached(query) if isinstance(query, str) else None) or _norm_name(query)
         return _new_tuple(Gold, (tuple(out), forms, query, x))
