@@ -346,10 +346,9 @@ def parse_completion(text: str) -> Parsed:
         segs = chain.split("=")
         if "" in map(str.strip, segs):  # `V = first = ... = final`: every segment must be non-empty
             continue
-        first, final = segs[0], segs[-1].strip()
-        letters = cached_letters(first)
+        letters = cached_letters(segs[0])
         if letters is None:
-            letters = _letters_of(first)
+            letters = _letters_of(segs[0])
         refs = set()
         for t in letters:
             r = local.get(t)
@@ -359,6 +358,7 @@ def parse_completion(text: str) -> Parsed:
                 refs.add(scope.get(t) or _unresolved(t))
         local[letter] = refs
         if letter == var:
+            final = segs[-1].strip()
             form = cached_form(final, _UNSEEN)
             if form is _UNSEEN:
                 form = _form_of(final)
