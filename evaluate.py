@@ -446,7 +446,8 @@ def build_gold(record: dict) -> Gold:
         for n in graph["nodes"]:
             name = n["name"]
             name = cached(name) or _norm_name(name)
-            parents = n["parents"]  # a leaf (a quarter of the nodes) has none: no comprehension to run
+            parents = n["parents"]  # a leaf (a quarter of the nodes) has none: no comprehension to run;
+            # list() still fails on a value that is not iterable (None, 0), as the comprehension did
             parents = [cached(q) or _norm_name(q) for q in parents] if parents else list(parents)
             c = n["combine"]
             if name == unknown:
