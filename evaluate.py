@@ -165,6 +165,7 @@ def _exact(q: Fraction):
 _FORM_CACHE: dict[str, tuple | None] = {}
 _FORM_CACHE_MAX = 50_000
 _BINARY = re.compile(r"(-?[0-9]{1,12}) ([-+*/]) (-?[0-9]{1,12})")
+_LINEAR = re.compile(r"(-?)(?:([0-9]{1,12})\*)?x(?: ([-+]) ([0-9]{1,12}))?")  # x, 2*x, x + 4, -2*x - 8
 _UNSEEN = object()
 
 
@@ -178,6 +179,9 @@ def _form_of(text: str):
     elif (m := _BINARY.fullmatch(text)) is not None and (m[2] != "/" or (int(m[3]) and not int(m[1]) % int(m[3]))):
         u, op, v = int(m[1]), m[2], int(m[3])  # differences, products and exact quotients: no parser needed
         f = 0, u + v if op == "+" else u - v if op == "-" else u * v if op == "*" else u // v
+    elif (m := _LINEAR.fullmatch(text)) is not None:
+        a, b = int(m[2] or 1), int(m[4] or 0)  # the forms of reverse mode as written: no parser needed
+        f = (-a if m[1] else a), (-b if m[3] == "-" else b)
     else:
         f = evaluate_linear(text)
         if f is not None:
@@ -199,14 +203,17 @@ _NO_PARENTS: frozenset = frozenset()
 # - a step head `Define <name> as <V>` (its ";" is left to start the step's first clause). The name cannot
 #   hold ; . = and has at most 200 characters, so each "Define " costs at most ~400 steps (greedy, then back
 #   to the " as V" before the first ";"): the scan stays linear on long garbage, no catastrophic backtracking;
-# - an assignment clause: after a ; or . come an optional "so ", a letter, "=", the first segment, and the
-#   further "="-separated segments, up to the next ; or . -- or the next "Define ", so a missing period
-#   cannot swallow a step;
+# - an assignment clause: after a ; or . come an optional "so ", a letter, "=", and its chain: the
+#   "="-separated segments, up to the next ; or . -- or the next "Define ", so a missing period cannot
+#   swallow a step. The chain is captured whole and split at "=" in Python: one plain run for the regex
+#   engine instead of a repeated group per segment;
 # - a quoted fact, `We know d = 9` (its letter and value).
-_SEG = r"[^;.=D]*(?:D(?!efine )[^;.=D]*)*"  # text up to the next ; . = or "Define "
+# The optional "so " is written `(?:so\s+|)`, an alternative with an empty branch: the same match as
+# `(?:so\s+)?`, without the regex engine's setup of a repeated group at every try.
+_CHAIN = r"[^;.D]*(?:D(?!efine )[^;.D]*)*"  # text up to the next ; . or "Define "
 _QUOTE = re.compile(r"We know\s+([A-Za-z])\s*=([^;.,]{0,200})")
 _ITEMS = re.compile(r"Define ([^;.=]{1,200}) as ([A-Za-z])(?=;)"
-                    r"|[;.]\s*(?:so\s+)?([A-Za-z])\s*=(" + _SEG + r")((?:=" + _SEG + r")*)"
+                    r"|[;.]\s*(?:so\s+|)([A-Za-z])\s*=(" + _CHAIN + r")"
                     r"|" + _QUOTE.pattern)
 # A variable is a standalone ASCII letter: not inside a word ("exists", "Rêves"), not the t of "don't".
 _VAR = re.compile(r"[A-Za-z](?<![\w'][A-Za-z])(?![\w'])")  # letter first: the regex scans faster
@@ -214,7 +221,7 @@ _VAR = re.compile(r"[A-Za-z](?<![\w'][A-Za-z])(?![\w'])")  # letter first: the r
 _ANSWER = re.compile(r"<answer>\s*(-?[0-9]{1,18})\s*</answer>")
 _SOL_END, _ANS_START = "</solution>", "<answer>"
 _CLOSING = "We know"  # the reverse-mode closing starts at the first one after the last Define
-_CLAUSES = re.compile(r"(?:so\s+)?([^;.,\s][^;.,]*)")  # the closing's clauses, without a leading "so"
+_CLAUSES = re.compile(r"(?:so\s+|)([^;.,\s][^;.,]*)")  # the closing's clauses, without a leading "so"
 
 
 class PredNode(NamedTuple):
@@ -236,7 +243,7 @@ class Parsed(NamedTuple):
     solved: tuple | None  # the closing's last `x = ... = value`: the value's form
 
 
-_new_node = tuple.__new__  # PredNode without the Python-level __new__ frame (hot path)
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ frame (hot paths)
 
 
 _NAME_CACHE: dict[str, str] = {}  # raw name -> normalized; a few hundred names recur in every problem
@@ -312,15 +319,15 @@ def parse_completion(text: str) -> Parsed:
     closing = text.find(_CLOSING, max(text.rfind("Define ", 0, end), 0), end)
     steps_end = end if closing < 0 else closing
 
-    first_var: dict[str, str] = {}  # name -> letter of its first Define, in order: the predicted nodes
-    stated: dict[str, tuple] = {}  # name -> (parent names, value form) of the first assignment to its letter
+    first_var: dict[str, str] = {}  # name -> letter of its first Define
+    nodes: dict[str, PredNode | None] = {}  # name -> its node, from its first assignment; in first-Define order
     scope: dict[str, str] = {}  # letter -> name of its most recent Define
     repeats = contradictions = 0
     quotes = []
     step = var = None  # the step being read (a repeated Define is read too); None before the first Define
     local: dict[str, set] = {}  # this step's assigned letters -> the Defined names behind them
     cached_letters, cached_name, cached_form = _LETTERS_CACHE.get, _NAME_CACHE.get, _FORM_CACHE.get
-    for name, v, letter, first, more, qletter, qvalue in _ITEMS.findall(text, 0, steps_end):
+    for name, v, letter, chain, qletter, qvalue in _ITEMS.findall(text, 0, steps_end):
         if not letter:
             if v:  # a step head
                 name = cached_name(name) or _norm_name(name)
@@ -329,24 +336,19 @@ def parse_completion(text: str) -> Parsed:
                     repeats += 1
                 else:
                     first_var[name] = v
+                    nodes[name] = None  # no assignment yet
                 step, var, local = name, v, {}
             else:  # We know V = value
                 quotes.append((scope.get(qletter) or _unresolved(qletter), _last_form(qvalue)))
             continue
         if step is None:
             continue
-        if more:  # `V = first = ... = final`: every segment must be non-empty
-            segs = more.split("=")
-            final = segs[-1].strip()
-            if not final or not first.strip() or (len(segs) > 2 and "" in map(str.strip, segs[1:-1])):
-                continue
-        else:
-            final = first.strip()
-            if not final:
-                continue
-        letters = cached_letters(first)
+        segs = chain.split("=")
+        if "" in map(str.strip, segs):  # `V = first = ... = final`: every segment must be non-empty
+            continue
+        letters = cached_letters(segs[0])
         if letters is None:
-            letters = _letters_of(first)
+            letters = _letters_of(segs[0])
         refs = set()
         for t in letters:
             r = local.get(t)
@@ -356,21 +358,20 @@ def parse_completion(text: str) -> Parsed:
                 refs.add(scope.get(t) or _unresolved(t))
         local[letter] = refs
         if letter == var:
+            final = segs[-1].strip()
             form = cached_form(final, _UNSEEN)
-            said = (refs, _form_of(final) if form is _UNSEEN else form)
-            before = stated.get(step)
-            if before is None:
-                stated[step] = said
-            elif before != said:
+            if form is _UNSEEN:
+                form = _form_of(final)
+            node = nodes[step]
+            if node is None:  # the first assignment: the quantity's node
+                nodes[step] = _new_tuple(PredNode, (first_var[step], frozenset(refs), form))
+            elif node[1] != refs or node[2] != form:  # a later one states other parents or another value
                 contradictions += 1
 
-    nodes: dict[str, PredNode] = {}
-    for name, v in first_var.items():
-        s = stated.get(name)
-        if s is not None:
-            nodes[name] = _new_node(PredNode, (v, frozenset(s[0]), s[1]))
-        else:
-            nodes[name] = _new_node(PredNode, (v, _NO_PARENTS, X_FORM if v == "x" else None))
+    for name, node in nodes.items():
+        if node is None:  # never assigned
+            v = first_var[name]
+            nodes[name] = _new_tuple(PredNode, (v, _NO_PARENTS, X_FORM if v == "x" else None))
 
     equations, solved = (), None
     if closing >= 0:
@@ -382,7 +383,7 @@ def parse_completion(text: str) -> Parsed:
         if am is not None:
             answer = int(am.group(1))
             format_ok = 0 <= sol_end < ans_at and not text[sol_end + len(_SOL_END):ans_at].strip()
-    return Parsed(nodes, repeats, answer, format_ok, contradictions, tuple(quotes), equations, solved)
+    return _new_tuple(Parsed, (nodes, repeats, answer, format_ok, contradictions, tuple(quotes), equations, solved))
 
 
 def _last_form(segment: str):
@@ -445,10 +446,13 @@ def build_gold(record: dict) -> Gold:
         for n in graph["nodes"]:
             name = n["name"]
             name = cached(name) or _norm_name(name)
-            parents = [cached(q) or _norm_name(q) for q in n["parents"]]
+            parents = n["parents"]  # a leaf (a quarter of the nodes) has none: no comprehension to run;
+            # list() still fails on a value that is not iterable (None, 0), as the comprehension did
+            parents = [cached(q) or _norm_name(q) for q in parents] if parents else list(parents)
             c = n["combine"]
             if name == unknown:
                 f = X_FORM
+                x = n["value"]
             elif c == "const":
                 f = (0, n["k"])
             else:
@@ -456,7 +460,7 @@ def build_gold(record: dict) -> Gold:
                 if c == "diff":
                     a2, b2 = forms[parents[1]]
                     a, b = a - a2, b - b2
-                else:  # copy, sum
+                elif len(parents) > 1:  # sum (a copy has one parent: nothing to add)
                     for q in parents[1:]:
                         a2, b2 = forms[q]
                         a, b = a + a2, b + b2
@@ -467,10 +471,10 @@ def build_gold(record: dict) -> Gold:
                     a, b = a * n["k"], b * n["k"]
                 f = (a, b)
             forms[name] = f
-            if name == unknown:
-                x = n["value"]
-            out.append((name, frozenset(parents), f))
-        return Gold(tuple(out), forms, _norm_name(graph["query"]), x)
+            out.append((name, frozenset(parents) if parents else _NO_PARENTS, f))
+        query = graph["query"]  # through the name cache too (anything but a string: _norm_name's own error)
+        query = (cached(query) if isinstance(query, str) else None) or _norm_name(query)
+        return _new_tuple(Gold, (tuple(out), forms, query, x))
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
         raise ValueError(f"record {record.get('id', '?') if isinstance(record, dict) else '?'} has no valid "
                          f"solution graph ({type(e).__name__}: {e}); regenerate it with datagen.py") from None
@@ -579,7 +583,14 @@ def _check_closing(g: Gold, parsed: Parsed) -> tuple[int, int]:
             quoted_query |= name == g.query
     if g.x is None:
         return bad_given, 0
-    bad_solve = sum(len({a * x + b for a, b in forms}) > 1 for forms in parsed.equations)
+    bad_solve = 0
+    for forms in parsed.equations:  # false at the true x: its parts do not all have one value
+        a, b = forms[0]
+        value = a * x + b
+        for a, b in forms:
+            if a * x + b != value:
+                bad_solve += 1
+                break
     solved = parsed.solved
     bad_solve += solved is None or solved[1] != x or (parsed.answer is not None and solved[1] != parsed.answer)
     return bad_given + (not quoted_query), bad_solve

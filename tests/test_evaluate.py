@@ -129,6 +129,24 @@ def test_memoised_forms_equal_the_evaluator():
             assert got == want and all(isinstance(c, int) for c in got if c == int(c)), text
 
 
+def test_memoised_linear_forms_equal_the_evaluator():
+    """_form_of reads reverse mode's `a*x + b` shapes without the parser: same forms, int coefficients."""
+    rng = random.Random(13)
+    texts = ["x", "-x", "2*x", "-2*x", "x + 4", "x - 4", "-x - 4", "0*x", "-0*x - 0", "007*x + 009", "2*x+3",
+             "2 * x + 3", "--x", "x +  3", "x + -3", "9" * 12 + "*x", "9" * 13 + "*x", "x + " + "9" * 13]
+    for _ in range(3000):
+        a = rng.choice(["", f"{rng.randint(0, 10 ** rng.randint(1, 13))}*"])
+        b = rng.choice(["", f" {rng.choice('+-')} {rng.randint(0, 10 ** rng.randint(1, 13))}"])
+        texts.append(rng.choice(["", "-"]) + a + "x" + b)
+    for text in texts:
+        E.clear_caches()
+        want = E.evaluate_linear(text)
+        got = E._form_of(text)
+        assert (got is None) == (want is None), text
+        if got is not None:
+            assert got == want and all(type(c) is int for c in got), text
+
+
 def test_evaluator_never_raises_on_fuzz():
     rng = random.Random(6)
     alphabet = "0123456789x+-*/() .=;aZ\u00e9\u0663"
