@@ -38,6 +38,8 @@ class Trial:
 # each, two at a time; the ladder is op 2-8 or 2-10 (16 problems x 32 samples per op).
 OLD = dict(train_problems=60_000, micro_rows=8, bands="2-2,3-3", loss_on="all", eval_every=500, ckpt_every=500)
 P4M, P10M = dict(OLD, max_steps=1000), dict(OLD, max_steps=2500)  # 4.1M and 10.2M tokens
+CHOSEN = dict(max_steps=5000, eval_every=1000, ckpt_every=500, train_problems=200_000, micro_rows=4,
+               loss_on="solution", dtype="bf16", bands="2-3,4-5,6-7")  # the chosen settings, on its own range
 ID_2_5 = dict(bands={"ID": (2, 5)}, mix="2-3:.2,4:.3,5:.5", ladder=(2, 8), eval_max_new=160)
 TRIALS = {
     "tiny": [
@@ -49,6 +51,9 @@ TRIALS = {
               dict(ID_2_5, data="operands=2 distractors=0.5"), dict(P10M, dtype="bf16")),
         Trial("op2-5-sol-d05-10M", "as op2-5-d05-10M, loss on the solution tokens only",
               dict(ID_2_5, data="operands=2 distractors=0.5"), dict(P10M, dtype="bf16", loss_on="solution")),
+        Trial("op2-7-sol-d05-20M", "op 2-7 weighted to the top (.2/.3/.5 over 2-3 / 4-5 / 6-7): 4-6 step solutions "
+              "in range; 20M tokens, two DDP processes", dict(bands={"ID": (2, 7)}, mix="2-3:.2,4-5:.3,6-7:.5",
+                                                               ladder=(2, 12)), dict(CHOSEN)),
         Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op 2-5 plus a 3 % tail "
               "of op 6-8, 20M tokens, two DDP processes", study_runs=True),
     ],
@@ -89,9 +94,14 @@ def trial_row(ctx: study.Context, trial: Trial, ks: list[int]) -> list | None:
     passk = span + " / ".join(f"{100 * lad[op]['passk']:.0f}" for op in sorted(lad))
     pass1 = span + " / ".join(f"{100 * lad[op]['pass1']:.0f}" for op in sorted(lad))
     bands = ", ".join(f"{k} {study.ops(v)}" for k, v in ctx.bands.items()) if "edge" in ctx.bands else "no edge"
+    top_id = ctx.sc.bands["ID"][1]
+    above = study.sample_profile(ctx, ctx.ladder_job().name, top_id + 1, max(lad))
+    inside = study.sample_profile(ctx, ctx.ladder_job().name, min(lad), top_id)
+    steps = (f"{inside['steps_written']:.1f} / {inside['steps_needed']:.1f} in; "
+             f"{above['steps_written']:.1f} / {above['steps_needed']:.1f} above")
     return [trial.name, trial.note, f"{info['model']['n_layer']}x{info['model']['n_embd']} ({n_params})",
             f"{p['max_steps'] * p['batch_tokens'] / 1e6:.1f}M", f"`{p['recipe']}`", p["doc_mask"], p["loss_on"],
-            p["dtype"], f"{seconds / 60:.1f}", pass1, passk, bands]
+            p["dtype"], f"{seconds / 60:.1f}", pass1, passk, steps, bands]
 
 
 def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: str, workers: int) -> Path:
@@ -100,7 +110,7 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
         ctx = trial_context(scale, trial, runs_dir, workers)
         row = trial_row(ctx, trial, [])
         if row is None:
-            rows.append([trial.name, trial.note] + ["not run"] + [""] * 9)
+            rows.append([trial.name, trial.note] + ["not run"] + [""] * 10)
             continue
         rows.append(row)
         k = max(r["n"] for r in ctx.ladder.values())
@@ -113,7 +123,8 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
              f"verified pass@1 and pass@{k} in % per op, lowest op first. Wall time: pre-training only, on the "
              "machine named in each run's config.json (proxies shared 2 cores two at a time).", "",
              markdown_table(["trial", "what it tests", "model", "tokens", "recipe", "doc mask", "loss on", "dtype",
-                             "minutes", "verified pass@1", f"verified pass@{k}", "bands"], rows), ""]
+                             "minutes", "verified pass@1", f"verified pass@{k}",
+                             "steps written / needed (mean; in and above ID)", "bands"], rows), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write("\n".join(lines)), binary=False)
     return out
@@ -128,6 +139,7 @@ class Config:
     device: str = "auto"  # auto (cuda if available), cuda or cpu
     workers: int = 1  # processes for data generation
     report_only: bool = False  # only re-render the table from finished runs
+    train_procs: int = 1  # pre-training as this many DDP processes (torchrun), as study.py --train_procs
 
 
 def main(cfg: Config) -> dict:
@@ -143,6 +155,7 @@ def main(cfg: Config) -> dict:
         device = setup_dist(cfg.device).device
         for trial in (t for name in chosen for t in trials if t.name == name):  # in the order given
             ctx = trial_context(cfg.scale, trial, cfg.runs_dir, cfg.workers)
+            ctx.train_procs = cfg.train_procs
             t0 = time.time()
             with study.runs_lock(ctx.dir):
                 probe = ctx.pretrain("probe", "ops=2").config

@@ -121,12 +121,17 @@ def test_memoised_forms_equal_the_evaluator():
     texts = ["7", "0", "007", "-3", "x", "2*x + 18", "12 / 5", "-12 / -4", "3 / 0", "0 / 3", "999999999999 * 2"]
     texts += [f"{rng.randint(-99, 99)} {rng.choice('+-*/')} {rng.randint(-99, 99)}" for _ in range(2000)]
     for text in texts:
-        E.clear_caches()
-        want = E.evaluate_linear(text)
-        got = E._form_of(text)
-        assert (got is None) == (want is None), text
-        if got is not None:
-            assert got == want and all(isinstance(c, int) for c in got if c == int(c)), text
+        got = _fresh_form_equals_evaluator(text)
+        assert got is None or all(isinstance(c, int) for c in got if c == int(c)), text
+
+
+def _fresh_form_equals_evaluator(text):
+    """_form_of on empty caches, checked against the parser; returns the form."""
+    E.clear_caches()
+    want = E.evaluate_linear(text)
+    got = E._form_of(text)
+    assert (got is None) == (want is None) and got == want, text
+    return got
 
 
 def test_memoised_linear_forms_equal_the_evaluator():
@@ -139,12 +144,8 @@ def test_memoised_linear_forms_equal_the_evaluator():
         b = rng.choice(["", f" {rng.choice('+-')} {rng.randint(0, 10 ** rng.randint(1, 13))}"])
         texts.append(rng.choice(["", "-"]) + a + "x" + b)
     for text in texts:
-        E.clear_caches()
-        want = E.evaluate_linear(text)
-        got = E._form_of(text)
-        assert (got is None) == (want is None), text
-        if got is not None:
-            assert got == want and all(type(c) is int for c in got), text
+        got = _fresh_form_equals_evaluator(text)
+        assert got is None or all(type(c) is int for c in got), text
 
 
 def test_evaluator_never_raises_on_fuzz():
