@@ -97,7 +97,7 @@ SCALES = {
                   pools={}, ladder=(2, 10), rl_seeds=2, edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=192, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
-                  seconds_hint="pre-training ~27 minutes on 2 CPU cores, then ~4 minutes per RL run",
+                  seconds_hint="pre-training ~29 minutes on 2 CPU cores; RL runs not yet timed at this scale",
                   notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
                          "kind of step of op 6-10 occurs in op 2-5 (but differences: 0.03 % of op-5 problems, "
                          "1-4 % of op 6-10); half the distractor sentences (`distractors=0.5`); the loss on solution "
