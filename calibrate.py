@@ -20,8 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+import model as model_lib
 import study
-from common import UserError, atomic_write, markdown_table, run_main, setup_dist
+from common import UserError, atomic_write, load_json, markdown_table, run_main, setup_dist
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,9 @@ TRIALS = {
 }
 
 
-def trial_context(scale: str, trial: Trial, runs_dir: str, workers: int) -> study.Context:
+def trial_context(scale: str, trial: Trial, runs_dir: str, workers: int, train_procs: int = 1) -> study.Context:
     """A study context whose scale is the trial's, in runs_dir/calibration-<scale>/<trial>/, sharing one tokenizer."""
-    ctx = study.Context(scale, runs_dir, "reports", workers)
+    ctx = study.Context(scale, runs_dir, "reports", workers, train_procs)
     ctx.sc = dataclasses.replace(ctx.sc, **trial.scale, pretrain={**ctx.sc.pretrain, **trial.pretrain})
     ctx.bands = dict(ctx.sc.bands)
     if not trial.study_runs:
@@ -71,24 +74,21 @@ def trial_context(scale: str, trial: Trial, runs_dir: str, workers: int) -> stud
     return ctx
 
 
-def run_trial(ctx: study.Context, device) -> None:
-    for job in (ctx.base(), ctx.ladder_job()):
-        study.run_job(ctx, job, str(device))
+HEADER = ["trial", "what it tests", "model", "tokens", "recipe", "doc mask", "loss on", "dtype", "minutes",
+          "verified pass@1", "verified pass@K", "steps written / needed (mean; in and above ID)", "bands"]
 
 
-def trial_row(ctx: study.Context, trial: Trial, ks: list[int]) -> list | None:
+def trial_row(ctx: study.Context, trial: Trial) -> list | None:
+    """The trial's row of the table (HEADER), or None while its ladder is not evaluated."""
     base_dir = ctx.run_dir("base")
     if not (ctx.run_dir(ctx.ladder_job().name) / "results.json").exists():
         return None
-    why = study.measure_bands(ctx)
-    conf = study.load_json(base_dir / "job.json", "job file")
+    study.measure_bands(ctx)
+    conf = load_json(base_dir / "job.json", "job file")
     p, seconds = conf["config"], conf.get("seconds", float("nan"))
-    info = study.load_json(base_dir / "config.json", "run config")
-    n_params = "?"  # read from the run's first log line
-    for line in (base_dir / "log.txt").read_text().splitlines():
-        if " params | " in line:
-            n_params = line.split(": ", 1)[1].split(" params", 1)[0]
-            break
+    model_conf = load_json(base_dir / "config.json", "run config")["model"]
+    with torch.device("meta"):  # counts the parameters without allocating them
+        n_params = model_lib.Transformer(model_lib.ModelConfig(**model_conf)).n_params()
     lad = ctx.ladder
     span = f"op {min(lad)}-{max(lad)}: "
     passk = span + " / ".join(f"{100 * lad[op]['passk']:.0f}" for op in sorted(lad))
@@ -99,7 +99,7 @@ def trial_row(ctx: study.Context, trial: Trial, ks: list[int]) -> list | None:
     inside = study.sample_profile(ctx, ctx.ladder_job().name, min(lad), top_id)
     steps = (f"{inside['steps_written']:.1f} / {inside['steps_needed']:.1f} in; "
              f"{above['steps_written']:.1f} / {above['steps_needed']:.1f} above")
-    return [trial.name, trial.note, f"{info['model']['n_layer']}x{info['model']['n_embd']} ({n_params})",
+    return [trial.name, trial.note, f"{model_conf['n_layer']}x{model_conf['n_embd']} ({n_params:,})",
             f"{p['max_steps'] * p['batch_tokens'] / 1e6:.1f}M", f"`{p['recipe']}`", p["doc_mask"], p["loss_on"],
             p["dtype"], f"{seconds / 60:.1f}", pass1, passk, steps, bands]
 
@@ -108,9 +108,9 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
     rows, k = [], 0
     for trial in trials:
         ctx = trial_context(scale, trial, runs_dir, workers)
-        row = trial_row(ctx, trial, [])
+        row = trial_row(ctx, trial)
         if row is None:
-            rows.append([trial.name, trial.note] + ["not run"] + [""] * 10)
+            rows.append([trial.name, trial.note, "not run"] + [""] * (len(HEADER) - 3))
             continue
         rows.append(row)
         k = max(r["n"] for r in ctx.ladder.values())
@@ -122,9 +122,7 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
              f"Rerun: `python calibrate.py --scale {scale}` (finished rows are reused). The ladder columns give "
              f"verified pass@1 and pass@{k} in % per op, lowest op first. Wall time: pre-training only, on the "
              "machine named in each run's config.json (proxies shared 2 cores two at a time).", "",
-             markdown_table(["trial", "what it tests", "model", "tokens", "recipe", "doc mask", "loss on", "dtype",
-                             "minutes", "verified pass@1", f"verified pass@{k}",
-                             "steps written / needed (mean; in and above ID)", "bands"], rows), ""]
+             markdown_table([h.replace("@K", f"@{k}") for h in HEADER], rows), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write("\n".join(lines)), binary=False)
     return out
@@ -145,6 +143,8 @@ class Config:
 def main(cfg: Config) -> dict:
     if cfg.scale not in TRIALS:
         raise UserError(f"no calibration trials for scale {cfg.scale!r}; scales with trials: {', '.join(TRIALS)}")
+    if cfg.train_procs < 1:
+        raise UserError(f"--train_procs must be >= 1, got {cfg.train_procs}")
     trials = TRIALS[cfg.scale]
     names = [t.name for t in trials]
     chosen = [n.strip() for n in cfg.only.split(",") if n.strip()] or names
@@ -154,13 +154,12 @@ def main(cfg: Config) -> dict:
     if not cfg.report_only:
         device = setup_dist(cfg.device).device
         for trial in (t for name in chosen for t in trials if t.name == name):  # in the order given
-            ctx = trial_context(cfg.scale, trial, cfg.runs_dir, cfg.workers)
-            ctx.train_procs = cfg.train_procs
+            ctx = trial_context(cfg.scale, trial, cfg.runs_dir, cfg.workers, cfg.train_procs)
             t0 = time.time()
             with study.runs_lock(ctx.dir):
-                probe = ctx.pretrain("probe", "ops=2").config
-                study.pretrain.ensure_tokenizer(ctx.tokenizer, probe["tokenizer_problems"], probe["vocab_size"])
-                run_trial(ctx, device)
+                ctx.ensure_tokenizer()
+                for job in (ctx.base(), ctx.ladder_job()):
+                    study.run_job(ctx, job, str(device))
             print(f"=== trial {trial.name}: {(time.time() - t0) / 60:.1f} min ===")
     path = write_report(cfg.scale, trials, cfg.runs_dir, cfg.reports_dir, cfg.workers)
     print(f"calibration table: {path}")

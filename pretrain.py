@@ -98,8 +98,8 @@ PRESETS = {
                   val_problems=32, tokenizer_problems=400, vocab_size=600, seq_len=256, max_steps=8,
                   batch_tokens=2048, micro_rows=4, lr=3e-3, min_lr=3e-4, eval_every=4, log_every=1, ckpt_every=4,
                   bands="2-3,4-4"),
-    # CPU, ~27 minutes on 2 cores (reports/calibration-tiny): op 2-5 plus a 3% tail of op 6-8, with the scale-downs
-    # that bought the 1M-parameter model its edge (sums of two operands, half the distractors, loss on the solution)
+    # CPU, ~29 minutes on 2 cores as two DDP processes: the best configuration of reports/calibration-tiny so far --
+    # op 2-5 plus a 3% tail of op 6-8, sums of two operands, half the distractors, the loss on the solution
     "tiny": dict(out_dir="runs/pretrain-tiny", model="tiny", train_problems=200_000,
                  recipe="ops=2-3:.194,4:.291,5:.485,6-8:.03 contexts=zoo operands=2 distractors=0.5",
                  vocab_size=1024, seq_len=512, doc_mask=True, loss_on="solution", dtype="bf16", max_steps=5000,

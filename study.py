@@ -90,9 +90,8 @@ SCALES = {
                    grpo=dict(preset="micro", max_steps=2, eval_every=2), eval_per_op=3, eval_n=2, eval_max_new=64,
                    crossover_n=4, context_ops=(2, 4), contexts="zoo", budget_rl_steps=2, weak_pool_sizes=(4,),
                    seconds_hint="about a minute"),
-    # 2 CPU cores (reports/calibration-tiny): one context, op 2-5 weighted to the top as the paper's 2-10, with
-    # two scale-downs that buy a 1M-parameter model its edge -- sums of at most two operands (every kind of step of
-    # the edge occurs in the range) and half the distractor sentences; no mixed pool (time)
+    # 2 CPU cores, the best configuration of the sweep so far (reports/calibration-tiny; its base model has no edge
+    # yet): one context, op 2-5 weighted to the top as the paper's 2-10, the scale-downs in `notes`; no mixed pool
     "tiny": Scale(bands={"ID": (2, 5)}, mix="2-3:.194,4:.291,5:.485,6-8:.03", data="operands=2 distractors=0.5",
                   pools={}, ladder=(2, 10), rl_seeds=2, edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
@@ -187,6 +186,7 @@ def pools_from_bands(bands: dict) -> dict:
             "hard": bands["hard"]}
 
 
+@functools.lru_cache(maxsize=64)
 def chance_rate(recipe: str, n: int = 2000) -> float:
     """The outcome reward's chance level at one op's recipe: the probability that two answers drawn from its answer
     distribution agree (sum of squared answer frequencies over n generated problems)."""
@@ -224,7 +224,7 @@ class Plan:
 class Context:
     """Paths and shared settings of one (scale, runs folder)."""
 
-    def __init__(self, scale_name: str, runs_dir: str, reports_dir: str, workers: int):
+    def __init__(self, scale_name: str, runs_dir: str, reports_dir: str, workers: int, train_procs: int = 1):
         self.name, self.sc = scale_name, SCALES[scale_name]
         # fixed bands, or (scales with a ladder) ID only until measure_bands() reads edge and hard off the base
         self.bands, self.pools = dict(self.sc.bands), dict(self.sc.pools)
@@ -233,10 +233,15 @@ class Context:
         self.reports = Path(reports_dir)
         self.tokenizer = self.dir / "tokenizer.json"
         self.workers = workers
-        self.train_procs = 1  # pre-training processes (DDP under torchrun)
+        self.train_procs = train_procs  # pre-training processes (DDP under torchrun)
 
     def run_dir(self, job_name: str) -> Path:
         return self.dir / job_name
+
+    def ensure_tokenizer(self) -> None:
+        """Train the tokenizer every job of this context shares, with the scale's settings, unless it exists."""
+        probe = self.pretrain("probe", "ops=2").config  # the scale's pre-training settings
+        pretrain.ensure_tokenizer(self.tokenizer, probe["tokenizer_problems"], probe["vocab_size"], 0, self.workers)
 
     # -- job builders --
 
@@ -1155,14 +1160,12 @@ def main(cfg: Config) -> dict:
             raise UserError(f"unknown study {s!r}; choose one of {', '.join(STUDIES)} or all")
     if cfg.train_procs < 1:
         raise UserError(f"--train_procs must be >= 1, got {cfg.train_procs}")
-    ctx = Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers)
-    ctx.train_procs = cfg.train_procs
+    ctx = Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers, cfg.train_procs)
     device = setup_dist(cfg.device).device
     if cfg.dry_run:
         return run_studies(ctx, cfg, studies, device)
     with runs_lock(ctx.dir):
-        probe = ctx.pretrain("probe", "ops=2").config  # the scale's pre-training settings
-        pretrain.ensure_tokenizer(ctx.tokenizer, probe["tokenizer_problems"], probe["vocab_size"], 0, cfg.workers)
+        ctx.ensure_tokenizer()
         return run_studies(ctx, cfg, studies, device)
 
 

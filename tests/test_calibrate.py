@@ -36,7 +36,8 @@ def test_report_lists_every_trial_even_unrun(tmp_path):
 
 
 @pytest.mark.parametrize("kw, message", [(dict(scale="nope"), "no calibration trials"),
-                                         (dict(only="op2-5-sol,nope"), "unknown trial")])
+                                         (dict(only="op2-5-sol,nope"), "unknown trial"),
+                                         (dict(train_procs=0), "--train_procs")])
 def test_bad_flags(kw, message, tmp_path):
     with pytest.raises(UserError, match=message):
         calibrate.main(calibrate.Config(runs_dir=str(tmp_path), report_only=True, **kw))
