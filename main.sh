@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source ./setup.sh
 scale=$(python -c "import torch; print('small' if torch.cuda.is_available() else 'tiny')")
-procs=()  # on a CPU, pre-train as two one-thread DDP processes (a little faster than one two-thread one)
+procs=()  # on a CPU, pre-train as two DDP processes of one thread each (study.py --train_procs)
 if [ "$scale" = tiny ] && [ "$(nproc)" -ge 2 ]; then procs=(--train_procs=2); fi
 python study.py edge --scale "$scale" "${procs[@]}" "$@"

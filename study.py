@@ -490,7 +490,7 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
 
 def run_under_torchrun(job: Job, out: Path, device: str, procs: int) -> None:
     """A pre-training job as `procs` DDP processes; on a CPU each gets an equal share of the cores (the tiny model
-    trained at 12-14k tokens/s as two one-thread processes on 2 cores, ~12k as one two-thread process)."""
+    trains at 12-14k tokens/s as two one-thread processes on 2 quiet cores: its log prints the rate)."""
     resume = latest_checkpoint(out) is not None
     flags = shlex.split(job_command(job, out))[2:] + [f"--device={device}", f"--resume={resume}"]
     env = dict(os.environ)
