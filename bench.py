@@ -117,6 +117,7 @@ def train_step_fn(model_fn, params, batch, amp, device):
 
 def bench_model(cfg: ModelBench) -> None:
     """Training and sampling throughput of model.py vs transformers' Qwen2ForCausalLM (same weights and batch)."""
+    import hf as hf_io
     import model as M
 
     if cfg.dtype not in ("fp32", "bf16"):
@@ -140,7 +141,7 @@ def bench_model(cfg: ModelBench) -> None:
         except ImportError:
             raise UserError("transformers is not installed; install it or pass --hf=false") from None
         with tempfile.TemporaryDirectory() as tmp:  # the HF model gets exactly our weights, through export_hf
-            M.export_hf(ours, tmp)
+            hf_io.export_hf(ours, tmp)
             hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32,
                                                                    attn_implementation="sdpa").to(device)
         print(f"transformers {transformers.__version__}: Qwen2ForCausalLM, sdpa attention, same weights")

@@ -43,7 +43,7 @@ OLD = dict(train_problems=60_000, micro_rows=8, bands="2-2,3-3", loss_on="all", 
 P4M, P10M = dict(OLD, max_steps=1000), dict(OLD, max_steps=2500)  # 4.1M and 10.2M tokens
 CHOSEN = dict(max_steps=5000, eval_every=1000, ckpt_every=500, train_problems=200_000, micro_rows=4,
                loss_on="solution", dtype="bf16", bands="2-3,4-5,6-7")  # the chosen settings, on its own range
-WIDE = "n_layer=6,n_embd=192,n_head=6,n_kv_head=2,mlp_hidden=768"  # 3.4M parameters, 5.4k tokens/s on 2 threads
+WIDE = "n_layer=6,n_embd=192,n_head=6,n_kv_head=2,mlp_hidden=768"  # 3.4M parameters
 ID_2_5 = dict(bands={"ID": (2, 5)}, mix="2-3:.2,4:.3,5:.5", ladder=(2, 8), eval_max_new=160)
 TRIALS = {
     "tiny": [
@@ -60,7 +60,8 @@ TRIALS = {
                                                                ladder=(2, 12)), dict(CHOSEN)),
         Trial("op2-5-6x192-20M", "op 2-5 (.2/.3/.5), a 3x larger model (6 layers x 192), 20M tokens, two DDP "
               "processes: is the tiny model too small to bind names to numbers? (208 of the "
-              "218 failed op-2 samples of the chosen model have a step that reads the wrong quantity)", dict(ID_2_5, ladder=(2, 10), eval_max_new=192),
+              "218 failed op-2 samples of the chosen model have a step that reads the wrong quantity)",
+              dict(ID_2_5, ladder=(2, 10), eval_max_new=192),
               dict(CHOSEN, bands="2-3,4-5", model_args=WIDE)),
         Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op 2-5 plus a 3 % tail "
               "of op 6-8, 20M tokens, two DDP processes", study_runs=True),

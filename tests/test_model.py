@@ -1,4 +1,4 @@
-"""Tests of model.py: architecture parity with transformers' Qwen2, masking, KV-cache sampler, checkpoints, export.
+"""Tests of model.py and hf.py: parity with transformers' Qwen2, masking, KV-cache sampler, checkpoints, export.
 
 CPU, fp32, hermetic (no downloads) and fast; GPU-only checks are skipped without CUDA.
 """
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import hf as hf_io  # noqa: E402
 import model as M  # noqa: E402
 from common import UserError, save_checkpoint  # noqa: E402
 
@@ -99,7 +100,7 @@ def hf_export(model, tmp_path_factory):
              "<solution>3 + 15 = 18</solution> <answer>18</answer>", "Anna reads 12 pages a day for 4 days."]
     tok.train_from_iterator(texts * 20, trainer)
     out = tmp_path_factory.mktemp("hf")
-    M.export_hf(model, out, tokenizer=tok)
+    hf_io.export_hf(model, out, tokenizer=tok)
     return out, tok
 
 
@@ -142,7 +143,7 @@ def test_hf_greedy_generation_parity(model, hf_model):
 
 
 def test_import_hf_round_trip(model, hf_export):
-    back = M.import_hf(hf_export[0])
+    back = hf_io.import_hf(hf_export[0])
     assert back.config == model.config
     sd, sd2 = model.state_dict(), back.state_dict()
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
@@ -176,19 +177,31 @@ def test_hf_tokenizer_with_other_pre_tokenizer(model, tmp_path, capsys):
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(["Tom has 125 apples and buys 1024 more."] * 20, trainers.BpeTrainer(
         vocab_size=300, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    M.export_hf(model, tmp_path, tokenizer=tok)
+    hf_io.export_hf(model, tmp_path, tokenizer=tok)
     assert "PreTrainedTokenizerFast.from_pretrained" in capsys.readouterr().out
     text = "<question>Tom has 125 apples.</question> 1024"
     exact = transformers.PreTrainedTokenizerFast.from_pretrained(tmp_path)
     assert exact(text)["input_ids"] == tok.encode(text).ids and exact.pad_token_id == M.PAD_ID
 
 
+def test_hf_command_line(model, tmp_path, capsys):
+    save_checkpoint(tmp_path / "final.pt", {"model": model.state_dict(),
+                                            "model_config": dataclasses.asdict(model.config)})
+    hf_io.main(hf_io.CLIConfig(ckpt=str(tmp_path), out=str(tmp_path / "hf")))
+    assert "wrote" in capsys.readouterr().out
+    assert torch.equal(hf_io.import_hf(tmp_path / "hf").embed_tokens.weight, model.embed_tokens.weight)
+    with pytest.raises(UserError, match="--ckpt"):
+        hf_io.main(hf_io.CLIConfig(out=str(tmp_path / "hf2")))
+    with pytest.raises(UserError, match="config.json"):
+        hf_io.import_hf(tmp_path / "nothing")
+
+
 def test_wrapped_models_are_unwrapped(model, tmp_path):
     compiled = torch.compile(model)  # nothing compiles until it is called; generate and export use the inner model
     out = M.generate(compiled, PROMPTS, max_new_tokens=4, temperature=0, eos_id=None)
     assert torch.equal(out.tokens, M.generate(model, PROMPTS, max_new_tokens=4, temperature=0, eos_id=None).tokens)
-    M.export_hf(compiled, tmp_path)
-    assert torch.equal(M.import_hf(tmp_path).embed_tokens.weight, model.embed_tokens.weight)
+    hf_io.export_hf(compiled, tmp_path)
+    assert torch.equal(hf_io.import_hf(tmp_path).embed_tokens.weight, model.embed_tokens.weight)
 
 
 # ----------------------------------------------------------------------------------------------------------------
