@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,10 +47,8 @@ import datagen
 import evaluate
 import grpo
 import pretrain
-from common import (UserError, latest_checkpoint, load_json, markdown_table, plot_lines, preset_config, run_info,
-                    run_main, save_json, setup_dist)
-
-STUDIES = ("edge", "context", "midtrain", "process_reward", "pretrain_exposure", "crossover", "weak_supervision")
+from common import (UserError, atomic_write, latest_checkpoint, load_json, markdown_table, plot_lines, preset_config,
+                    run_info, run_main, save_json, setup_dist)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -234,6 +233,7 @@ class Context:
         self.tokenizer = self.dir / "tokenizer.json"
         self.workers = workers
         self.train_procs = train_procs  # pre-training processes (DDP under torchrun)
+        self.evalsets: dict[Path, tuple] = {}  # path -> (op range, contexts, modes) of each held-out set planned
 
     def run_dir(self, job_name: str) -> Path:
         return self.dir / job_name
@@ -291,18 +291,22 @@ class Context:
         return job
 
     def evalset(self, name: str, op_range: tuple, contexts: str = "", modes: str = "forward") -> Path:
-        """A fixed held-out set (split test): exactly eval_per_op problems for every op of the range."""
-        contexts = contexts or self.sc.contexts
+        """A fixed held-out set (split test) of exactly eval_per_op problems for every op of the range, written
+        when the first job that reads it runs (planning writes nothing)."""
         path = self.dir / "evalsets" / f"{name}.jsonl"
-        if not path.exists():
-            lines = []
-            for op in range(op_range[0], op_range[1] + 1):
-                parts = datagen.parse_recipe(self.recipe(str(op), contexts, modes))
-                lines += [item[4] for item in datagen.generate_lines(parts, self.sc.eval_per_op, seed=1000 + op,
-                                                                     split="test")]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        self.evalsets[path] = (op_range, contexts or self.sc.contexts, modes)
         return path
+
+    def write_evalset(self, path: Path) -> None:
+        if path.exists() or path not in self.evalsets:
+            return
+        (lo, hi), contexts, modes = self.evalsets[path]
+        lines = []
+        for op in range(lo, hi + 1):
+            parts = datagen.parse_recipe(self.recipe(str(op), contexts, modes))
+            lines += [item[4] for item in datagen.generate_lines(parts, self.sc.eval_per_op, seed=1000 + op,
+                                                                 split="test")]
+        atomic_write(path, lambda f: f.write("".join(line + "\n" for line in lines).encode()))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,11 +446,6 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
         plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 
-PLANNERS = {"edge": plan_edge, "context": plan_context, "midtrain": plan_midtrain,
-            "process_reward": plan_process_reward, "pretrain_exposure": plan_pretrain_exposure,
-            "crossover": plan_crossover, "weak_supervision": plan_weak_supervision}
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Running jobs: skip what is done, resume what was interrupted
 
@@ -473,6 +472,8 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
         return 0.0
     out.mkdir(parents=True, exist_ok=True)
     save_json(spec_path, spec)
+    if job.kind == "eval":
+        ctx.write_evalset(Path(conf["data"]))
     print(f"\n[{job.name}] {job.kind}: {job.note or ''}")
     t0 = time.time()
     if job.kind == "pretrain" and ctx.train_procs > 1:
@@ -671,30 +672,6 @@ def step_type_section(ctx: Context, op_list: list[int], n: int = 400) -> list[st
             f"Share of problems (%, {n} per op, recipe `{ctx.recipe('OP')}`) whose solution has at least one step "
             "of each kind. Pre-training covers op " + ops(ctx.sc.bands["ID"]) + ".", "",
             markdown_table(["op", *datagen.STEP_TYPES], rows), ""]
-
-
-PAPER_SAYS = {
-    "edge": "RL raises pass@k at all k (pass@128 too) only when its data sit at the model's edge of competence. "
-            "Paper, OOD-edge (op 11-14): base pass@1 ~17, pass@128 ~43.5; RL on op 11-14: pass@1 ~51, pass@128 "
-            "~85.5; RL on op 7-10 (in range) and on op 17-20 (far too hard) stay near the base model.",
-    "context": "RL transfers to a long-tail context B only if pre-training showed B at least sparsely (>= 1%). Paper, "
-               "pass@128 on B after RL: 0% ~0 at every op; 0.1% ~100 at op 2 but ~0 from op 6; 1% ~99 -> 60 "
-               "(op 3 -> 20); 10% ~99 -> 67.",
-    "midtrain": "At equal compute, mid-training + RL beats RL alone on OOD-hard problems. Paper, OOD-hard pass@128 at "
-                "op 15/16/17/18/19/20: mid+RL ~79/47/33.5/13.5/2.5/0 vs full RL ~63/30/14/3/0.5/0 (mean +10.8 "
-                "points).",
-    "process_reward": "Process verification in the reward reduces reward hacking and helps OOD-hard. Paper, OOD-hard "
-                      "pass@128: outcome-only 23.2; 0.2 outcome + 0.8 process +4.5; 0.5/0.5 +3.0; strict +2.6 "
-                      "(strict best at pass@1, +5.2).",
-    "pretrain_exposure": "Appendix A.7: how the share of upper-range (hard) data in pre-training changes what RL can "
-                         "add. (No numbers in SPEC; shapes only.)",
-    "crossover": "Yue et al. 2025: RL wins at small k, the base model catches up or wins at large k -- the pass@k "
-                 "curves cross when RL only sharpens what pre-training put there.",
-    "weak_supervision": "Weak supervision (arXiv 2604.18574): with scarce data, noisy or self-supervised rewards, "
-                        "models that generalize show a long pre-saturation phase where train reward and held-out "
-                        "accuracy rise together; reasoning faithfulness (verified / answer-correct) before RL "
-                        "predicts it.",
-}
 
 
 def verdict_line(ok: bool | None | str, text: str) -> str:
@@ -962,9 +939,45 @@ def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     return lines, {"pass_at_k": numbers, "faithfulness": faithful}
 
 
-REPORTERS = {"edge": report_edge, "context": report_context, "midtrain": report_midtrain,
-             "process_reward": report_process_reward, "pretrain_exposure": report_pretrain_exposure,
-             "crossover": report_crossover, "weak_supervision": report_weak_supervision}
+@dataclass(frozen=True)
+class Study:
+    """One study: the jobs it plans, the report it writes from them, and what the paper found."""
+    plan: Callable[[Context, Plan], None]
+    report: Callable[[Context, Plan], tuple[list[str], dict]]  # (markdown lines, numbers for results.json)
+    paper: str  # what the paper says, with its numbers, printed at the top of the report
+    needs_edge: bool = True  # works on the measured edge: until there is one, only the base model and its ladder
+    bands: Callable[[Context], dict] = lambda ctx: ctx.bands  # the op bands of its plots
+
+
+STUDIES = {
+    "edge": Study(plan_edge, report_edge, paper=(
+        "RL raises pass@k at all k (pass@128 too) only when its data sit at the model's edge of competence. "
+        "Paper, OOD-edge (op 11-14): base pass@1 ~17, pass@128 ~43.5; RL on op 11-14: pass@1 ~51, pass@128 "
+        "~85.5; RL on op 7-10 (in range) and on op 17-20 (far too hard) stay near the base model.")),
+    "context": Study(plan_context, report_context, paper=(
+        "RL transfers to a long-tail context B only if pre-training showed B at least sparsely (>= 1%). Paper, "
+        "pass@128 on B after RL: 0% ~0 at every op; 0.1% ~100 at op 2 but ~0 from op 6; 1% ~99 -> 60 "
+        "(op 3 -> 20); 10% ~99 -> 67."), needs_edge=False, bands=lambda ctx: {"B": ctx.sc.context_ops}),
+    "midtrain": Study(plan_midtrain, report_midtrain, paper=(
+        "At equal compute, mid-training + RL beats RL alone on OOD-hard problems. Paper, OOD-hard pass@128 at "
+        "op 15/16/17/18/19/20: mid+RL ~79/47/33.5/13.5/2.5/0 vs full RL ~63/30/14/3/0.5/0 (mean +10.8 "
+        "points).")),
+    "process_reward": Study(plan_process_reward, report_process_reward, paper=(
+        "Process verification in the reward reduces reward hacking and helps OOD-hard. Paper, OOD-hard "
+        "pass@128: outcome-only 23.2; 0.2 outcome + 0.8 process +4.5; 0.5/0.5 +3.0; strict +2.6 "
+        "(strict best at pass@1, +5.2).")),
+    "pretrain_exposure": Study(plan_pretrain_exposure, report_pretrain_exposure, paper=(
+        "Appendix A.7: how the share of upper-range (hard) data in pre-training changes what RL can "
+        "add. (No numbers in SPEC; shapes only.)")),
+    "crossover": Study(plan_crossover, report_crossover, paper=(
+        "Yue et al. 2025: RL wins at small k, the base model catches up or wins at large k -- the pass@k "
+        "curves cross when RL only sharpens what pre-training put there.")),
+    "weak_supervision": Study(plan_weak_supervision, report_weak_supervision, paper=(
+        "Weak supervision (arXiv 2604.18574): with scarce data, noisy or self-supervised rewards, "
+        "models that generalize show a long pre-saturation phase where train reward and held-out "
+        "accuracy rise together; reasoning faithfulness (verified / answer-correct) before RL "
+        "predicts it.")),
+}
 
 
 def report_dir(ctx: Context, plan: Plan) -> Path:
@@ -992,20 +1005,20 @@ def write_report(ctx: Context, plan: Plan, seconds: dict, device, bands_why: str
     out.mkdir(parents=True, exist_ok=True)
     if lacks_bands(plan.study, ctx):
         return write_precondition_report(ctx, plan, seconds, device, bands_why)
-    body, numbers = REPORTERS[plan.study](ctx, plan)
+    body, numbers = STUDIES[plan.study].report(ctx, plan)
     reports = {label: eval_results(ctx, job)[0] for label, job in plan.evals.items()}
-    bands = {"B": ctx.sc.context_ops} if plan.study == "context" else ctx.bands
+    bands = STUDIES[plan.study].bands(ctx)
     evaluate.plot_pass_at_k(reports, bands, out / "pass_at_k.png", "verified",
                             title=f"{plan.study} ({ctx.name} scale): pass@k, verified")
     evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")
     info = run_info(device)
     text = [f"# {plan.study} study, {ctx.name} scale", "",
-            f"**What the paper says.** {PAPER_SAYS[plan.study]}", "",
+            f"**What the paper says.** {STUDIES[plan.study].paper}", "",
             f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
             f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}. Bands: "
             + ", ".join(f"{k} = op {ops(v)}" for k, v in bands.items()) + ".", "",
             *notes_section(ctx), "![pass@k curves](pass_at_k.png)", "",
-            *(ladder_section(ctx, bands_why) if plan.study != "context" else []),
+            *(ladder_section(ctx, bands_why) if STUDIES[plan.study].needs_edge else []),
             *body, "", "![pass@n by op](pass_by_op.png)", "",
             "## Jobs", "", jobs_table(ctx, plan), ""]
     (out / "report.md").write_text("\n".join(text), encoding="utf-8")
@@ -1033,7 +1046,7 @@ def write_precondition_report(ctx: Context, plan: Plan, seconds: dict, device, w
                             title=f"{plan.study} ({ctx.name} scale): the base model's pass@k, verified")
     evaluate.plot_by_op({"base": rep}, out / "pass_by_op.png", "verified")
     text = [f"# {plan.study} study, {ctx.name} scale", "",
-            f"**What the paper says.** {PAPER_SAYS[plan.study]}", "",
+            f"**What the paper says.** {STUDIES[plan.study].paper}", "",
             f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
             f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}.", "",
             verdict_line("precondition", why + ". The study stopped before RL: no variant was trained, and nothing "
@@ -1113,7 +1126,7 @@ class Config:
 def lacks_bands(study: str, ctx: Context) -> bool:
     """True when the study needs an edge band that this scale has not measured (yet) or whose base model has none:
     then only the base model and its ladder are planned, and the report says why."""
-    return study != "context" and "edge" not in ctx.bands
+    return STUDIES[study].needs_edge and "edge" not in ctx.bands
 
 
 def build_plan(study: str, ctx: Context) -> Plan:
@@ -1122,7 +1135,7 @@ def build_plan(study: str, ctx: Context) -> Plan:
         plan.add(ctx.base())
         plan.evals["base"] = plan.add(ctx.ladder_job())
         return plan
-    PLANNERS[study](ctx, plan)
+    STUDIES[study].plan(ctx, plan)
     return plan
 
 
@@ -1131,6 +1144,8 @@ def print_jobs(ctx: Context, jobs: list[Job], dry_run: bool) -> None:
         print(f"  {job.kind:<8} {job.name:<22} {job.note}")
         if dry_run:
             print(f"           {job_command(job, ctx.run_dir(job.name))}")
+            if job.kind == "eval" and not Path(job.config["data"]).exists():
+                print("           (its --data set is written when the study runs this job)")
 
 
 def ladder_phase(ctx: Context, cfg: Config, device) -> tuple[str, dict]:
@@ -1156,7 +1171,7 @@ def main(cfg: Config) -> dict:
         raise UserError(f"unknown scale {cfg.scale!r}; choose one of {', '.join(SCALES)}")
     studies = list(STUDIES) if cfg.study == "all" else [cfg.study]
     for s in studies:
-        if s not in PLANNERS:
+        if s not in STUDIES:
             raise UserError(f"unknown study {s!r}; choose one of {', '.join(STUDIES)} or all")
     if cfg.train_procs < 1:
         raise UserError(f"--train_procs must be >= 1, got {cfg.train_procs}")
@@ -1172,7 +1187,7 @@ def main(cfg: Config) -> dict:
 def run_studies(ctx: Context, cfg: Config, studies: list[str], device) -> dict:
     """Measure the bands where the scale asks for it, then plan, run and report each study."""
     why, ladder_seconds, t_start = "", {}, time.time()
-    if ctx.sc.ladder and any(s != "context" for s in studies):
+    if ctx.sc.ladder and any(STUDIES[s].needs_edge for s in studies):
         why, ladder_seconds = ladder_phase(ctx, cfg, device)
     results = {}
     for study in studies:

@@ -86,6 +86,7 @@ def test_every_study_plans(tmp_path):
         jobs = out[name]["jobs"]
         assert jobs and all(j["kind"] in ("pretrain", "grpo", "eval") for j in jobs)
         assert len({j["name"] for j in jobs}) == len(jobs)
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
     # once the bands are known (measured on the base model's ladder), every study plans its variants
     ctx = study.Context("tiny", str(tmp_path), str(tmp_path / "reports"), 1)
     ctx.bands = {"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)}
