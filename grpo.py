@@ -123,6 +123,16 @@ PRESETS = {
 # ----------------------------------------------------------------------------------------------------------------
 # The objective
 
+# Loss aggregation (STYLE rule 6): each token's term is divided by a size of its row times a count over the whole
+# optimizer step (every micro-batch and process: the caller's `denom`), so splitting the batch never changes the
+# gradient. name -> (what the step-wide count counts, the row size)
+LOSS_AGG = {
+    "token": ("tokens", lambda mask, max_new: 1.0),  # every token of the step weighs the same: verl token-mean, DAPO
+    "seq": ("sequences", lambda mask, max_new: mask.sum(1, keepdim=True).clamp(min=1)),  # each sequence: GRPO
+    "constant": ("sequences", lambda mask, max_new: max_new),  # sequences x max_new_tokens: Dr. GRPO
+}
+
+
 def grpo_loss(logp, old_logp, ref_logp, adv, mask, *, clip_eps: float, kl_coef: float, agg: str, denom: float,
               max_new_tokens: int = 0, entropy=None, entropy_coef: float = 0.0):
     """The GRPO surrogate for one micro-batch: a scalar whose sum over the micro-batches of an optimizer step
@@ -147,15 +157,10 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, *, clip_eps: float, kl_coef: 
     advantages have mean zero within every group. Its *gradient* is not zero: it is the REINFORCE gradient
     sum_t A * grad log p. A loss drifting far from 0 means ratios or KL have grown, not that learning is good.
     """
-    mask = mask.to(logp.dtype)
-    if agg == "token":
-        weight = mask / denom
-    elif agg == "seq":
-        weight = mask / (mask.sum(1, keepdim=True).clamp(min=1) * denom)
-    elif agg == "constant":
-        weight = mask / (max_new_tokens * denom)
-    else:
+    if agg not in LOSS_AGG:
         raise ValueError(f"unknown loss aggregation {agg!r}")
+    mask = mask.to(logp.dtype)
+    weight = mask / (LOSS_AGG[agg][1](mask, max_new_tokens) * denom)
     ratio = torch.exp(logp - old_logp)
     a = adv[:, None]
     pg = -torch.minimum(ratio * a, ratio.clamp(1 - clip_eps, 1 + clip_eps) * a)
@@ -307,10 +312,17 @@ def logprobs_of(model, x, y, micro_rows: int, autocast, entropy: bool = False, t
     return (torch.cat(logps), torch.cat(ents)) if entropy else torch.cat(logps)
 
 
-def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: Config, step: int, dist,
-            autocast, reward_fn=None) -> dict:
-    """Rollout, score, and `minibatches` updates over this process's share of one step's prompts."""
-    device = dist.device
+@dataclass
+class Rollout:
+    """One step's samples: `group_size` completions of each prompt, as token ids and as text."""
+    records: list[dict]  # the problem of each completion (each prompt's record repeated group_size times)
+    prompt_ids: list[list[int]]  # one per prompt
+    gen: model_lib.Generation
+    completions: list[str]
+    seconds: float
+
+
+def rollout(policy, tok, records: list[dict], cfg: Config, step: int, dist, autocast) -> Rollout:
     t0 = time.time()
     prompt_ids = encode_prompts(tok, records)
     policy.eval()
@@ -319,84 +331,83 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
                                  temperature=cfg.temperature, top_p=cfg.top_p, eos_id=tok_lib.EOS_ID,
                                  pad_id=tok_lib.PAD_ID, seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
     policy.train()
-    t_rollout = time.time() - t0
-    completions = decode_responses(tok, gen)
     group_records = [rec for rec in records for _ in range(cfg.group_size)]
-    rng = random.Random(f"{cfg.seed}/{step}/{dist.rank}")
-    if reward_fn is not None:  # tests use a synthetic reward
-        results = [{"reward": float(reward_fn(rec, comp, toks)), "answer_correct": False, "verified": False,
-                    "hacked": False} for rec, comp, toks in zip(group_records, completions, gen.to_lists())]
-    else:
-        results = score_group(group_records, completions, cfg, rng)
-    rewards = torch.tensor([r["reward"] for r in results], dtype=torch.float32)
-    adv = group_advantages(rewards, cfg.group_size, cfg.adv_norm)
+    return Rollout(group_records, prompt_ids, gen, decode_responses(tok, gen), time.time() - t0)
 
-    x, y, mask = sequence_batch(prompt_ids, gen, cfg.group_size, tok_lib.PAD_ID)
-    x, y, mask, adv_d = x.to(device), y.to(device), mask.to(device), adv.to(device)
-    # log-probs (and entropy, for the log) under the policy that sampled the rollouts, before any update
-    # all at the sampling temperature (as verl does): the ratio and the KL compare the distributions that sampled
+
+def update(policy, train_model, ref, optimizer, ro: Rollout, rewards: torch.Tensor, cfg: Config, step: int, dist,
+           autocast) -> dict:
+    """`minibatches` optimizer steps on the rollout's rows, with group-normalized advantages of `rewards`."""
+    device = dist.device
+    adv = group_advantages(rewards, cfg.group_size, cfg.adv_norm).to(device)
+    x, y, mask = (t.to(device) for t in sequence_batch(ro.prompt_ids, ro.gen, cfg.group_size, tok_lib.PAD_ID))
+    # log-probs (and entropy, for the log) under the policy that sampled the rollouts, before any update, all at the
+    # sampling temperature (as verl does): the ratio and the KL compare the distributions that sampled
     T = cfg.temperature
     old_logp, old_entropy = logprobs_of(policy, x, y, cfg.micro_rows, autocast, entropy=True, temperature=T)
     ref_logp = logprobs_of(ref, x, y, cfg.micro_rows, autocast, temperature=T) if ref is not None else old_logp
-
-    # --- updates: the rows split into `minibatches` groups of whole prompts, one optimizer step each
+    count = LOSS_AGG[cfg.loss_agg][0]
     R = x.size(0)
-    per_mb = R // cfg.minibatches
-    stats_acc: dict[str, float] = Counter()
+    per_mb = R // cfg.minibatches  # the rows split into `minibatches` groups of whole prompts, one step each
+    stats: dict[str, float] = Counter()
     grad_norms = []
     for mb in range(cfg.minibatches):
         rows = torch.arange(mb * per_mb, (mb + 1) * per_mb if mb < cfg.minibatches - 1 else R, device=device)
-        n_tok = mask[rows].sum().float()
-        n_seq = torch.tensor(float(len(rows)), device=device)
-        denom = torch.stack([n_tok, n_seq])
+        denom = torch.stack([mask[rows].sum().float(), torch.tensor(float(len(rows)), device=device)])
         if dist.ddp:  # normalize by the whole step's count, over every process
             torch.distributed.all_reduce(denom)
-        d = float(denom[0] if cfg.loss_agg == "token" else denom[1])
+        d = float(denom[0] if count == "tokens" else denom[1])
         chunks = rows.split(cfg.micro_rows)
         for ci, sel in enumerate(chunks):
             sync = contextlib.nullcontext() if not dist.ddp or ci == len(chunks) - 1 else train_model.no_sync()
             with sync, autocast:
                 out = train_model(x[sel], y[sel], cfg.entropy_coef > 0, cfg.temperature)
                 logp, ent = out if cfg.entropy_coef > 0 else (out, None)
-                loss, st = grpo_loss(logp.float(), old_logp[sel], ref_logp[sel], adv_d[sel], mask[sel],
+                loss, st = grpo_loss(logp.float(), old_logp[sel], ref_logp[sel], adv[sel], mask[sel],
                                      clip_eps=cfg.clip_eps, kl_coef=cfg.kl_coef, agg=cfg.loss_agg, denom=d,
                                      max_new_tokens=cfg.max_new_tokens, entropy=ent, entropy_coef=cfg.entropy_coef)
                 (loss * dist.world).backward()  # DDP averages over processes; the denominator is already global
             for k in ("kl", "clip_frac"):
-                stats_acc[k] += st[k] * st["tokens"]
-            stats_acc["tokens"] += st["tokens"]
-            stats_acc["loss"] += float(loss.detach()) * dist.world  # the whole step's loss, summed over ranks
+                stats[k] += st[k] * st["tokens"]
+            stats["tokens"] += st["tokens"]
+            stats["loss"] += float(loss.detach()) * dist.world  # the whole step's loss, summed over ranks
         grad_norms.append(float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)))
-        check_finite(step + 1, Path(cfg.out_dir), loss=stats_acc["loss"], grad_norm=grad_norms[-1])
+        check_finite(step + 1, Path(cfg.out_dir), loss=stats["loss"], grad_norm=grad_norms[-1])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    n_tok_total = max(1.0, stats_acc["tokens"])
+    n_tok = max(1.0, stats["tokens"])
+    return {"loss": stats["loss"], "kl": stats["kl"] / n_tok, "clip_frac": stats["clip_frac"] / n_tok,
+            "entropy": float((old_entropy * mask).sum()) / n_tok, "grad_norm": sum(grad_norms) / len(grad_norms)}
 
-    entropy = float((old_entropy * mask).sum()) / n_tok_total
 
-    lengths = gen.lengths.float()
+def rollout_metrics(ro: Rollout, rewards: torch.Tensor, cfg: Config) -> dict:
+    lengths = ro.gen.lengths.float()
     zero_var = (rewards.view(-1, cfg.group_size).std(1) == 0).float().mean() if cfg.group_size > 1 else \
         torch.tensor(1.0)
-    metrics = {
-        "reward": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-        "answer_acc": sum(r["answer_correct"] for r in results) / len(results),
-        "verified": sum(r["verified"] for r in results) / len(results),
-        "hacked": sum(r["hacked"] for r in results) / len(results),
-        "zero_var_groups": float(zero_var), "kl": stats_acc["kl"] / n_tok_total,
-        "clip_frac": stats_acc["clip_frac"] / n_tok_total, "entropy": entropy, "loss": stats_acc["loss"],
-        "resp_len": float(lengths.mean()), "resp_len_max": int(lengths.max()),
-        "truncated": float((~gen.finished).float().mean()), "grad_norm": sum(grad_norms) / len(grad_norms),
-        "rollout_s": t_rollout, "update_s": time.time() - t0 - t_rollout,
-        "rollout_tokens": int(gen.lengths.sum()),
-        "seq_tokens": sum(len(p) for p in prompt_ids) * cfg.group_size + int(gen.lengths.sum()),
-    }
-    if reward_fn is None:
-        for kind in evaluate.REWARD_KINDS:
-            metrics[f"reward_{kind}"] = sum(evaluate.reward(r, kind, cfg.alpha) for r in results) / len(results)
-    metrics["_episodes"] = [{"prompt": tok_lib.render_prompt(rec), "completion": comp, "reward": r["reward"],
-                             "answer": rec["answer"], **{k: r[k] for k in ("answer_correct", "verified", "hacked")}}
-                            for rec, comp, r in list(zip(group_records, completions, results))[:cfg.episodes]]
-    return metrics
+    return {"reward": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "zero_var_groups": float(zero_var), "resp_len": float(lengths.mean()), "resp_len_max": int(lengths.max()),
+            "truncated": float((~ro.gen.finished).float().mean()), "rollout_s": ro.seconds,
+            "rollout_tokens": int(ro.gen.lengths.sum()),
+            "seq_tokens": sum(len(p) for p in ro.prompt_ids) * cfg.group_size + int(ro.gen.lengths.sum())}
+
+
+def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: Config, step: int, dist,
+            autocast) -> dict:
+    """Rollout, score, update: one RL step over this process's share of the step's prompts; its metrics."""
+    ro = rollout(policy, tok, records, cfg, step, dist, autocast)
+    t0 = time.time()
+    results = score_group(ro.records, ro.completions, cfg, random.Random(f"{cfg.seed}/{step}/{dist.rank}"))
+    rewards = torch.tensor([r["reward"] for r in results], dtype=torch.float32)
+    m = update(policy, train_model, ref, optimizer, ro, rewards, cfg, step, dist, autocast)
+    m.update(rollout_metrics(ro, rewards, cfg), update_s=time.time() - t0)  # scoring and updates
+    for key, field_ in (("answer_acc", "answer_correct"), ("verified", "verified"), ("hacked", "hacked")):
+        m[key] = sum(r[field_] for r in results) / len(results)
+    for kind in evaluate.REWARD_KINDS:
+        m[f"reward_{kind}"] = sum(evaluate.reward(r, kind, cfg.alpha) for r in results) / len(results)
+    m["_episodes"] = [{"prompt": tok_lib.render_prompt(rec), "completion": comp, "reward": r["reward"],
+                       "answer": rec["answer"], **{k: r[k] for k in ("answer_correct", "verified", "hacked")}}
+                      for rec, comp, r in list(zip(ro.records, ro.completions, results))[:cfg.episodes]]
+    return m
 
 
 class LogprobModule(torch.nn.Module):
@@ -447,8 +458,8 @@ def check_config(cfg: Config, world: int) -> None:
                      "lr")
     if cfg.reward not in evaluate.REWARD_KINDS:
         raise UserError(f"--reward must be one of {', '.join(evaluate.REWARD_KINDS)}, got {cfg.reward!r}")
-    if cfg.loss_agg not in ("token", "seq", "constant"):
-        raise UserError(f"--loss_agg must be token, seq or constant, got {cfg.loss_agg!r}")
+    if cfg.loss_agg not in LOSS_AGG:
+        raise UserError(f"--loss_agg must be one of {', '.join(LOSS_AGG)}, got {cfg.loss_agg!r}")
     if cfg.adv_norm not in ("std", "mean"):
         raise UserError(f"--adv_norm must be std or mean, got {cfg.adv_norm!r}")
     if cfg.pseudo_label not in ("gold", "majority"):

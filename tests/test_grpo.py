@@ -169,11 +169,11 @@ def test_ratio_one_is_reinforce(agg, clip_eps):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# A real micro model through rl_step
+# A real micro model through the RL step
 
 @pytest.fixture(scope="module")
 def micro(micro_ckpt):
-    """(checkpoint state, tokenizer, RL records with short prompts) for direct rl_step calls."""
+    """(checkpoint state, tokenizer, RL records with short prompts) for direct RL steps."""
     state = common.load_checkpoint(micro_ckpt)
     tok = tok_lib.load_tokenizer(state["tokenizer"])
     records = grpo.load_problems("ops=2-3", 64, 0, "rl")
@@ -187,9 +187,17 @@ def rl_config(**overrides) -> grpo.Config:
     return grpo.Config(**{**base, **overrides})
 
 
-def token_reward(rec, completion, tokens):
+def token_reward(tokens):
     """A deterministic synthetic reward from the generated ids, with spread inside every group."""
     return (sum(tokens) % 7) / 6
+
+
+def synthetic_step(policy, ref, opt, tok, records, cfg, reward_of, step=0) -> dict:
+    """rl_step with a synthetic reward of each completion's token ids in place of the verifier's."""
+    ro = grpo.rollout(policy, tok, records, cfg, step, CPU, NO_AUTOCAST)
+    rewards = torch.tensor([float(reward_of(ids)) for ids in ro.gen.to_lists()])
+    m = grpo.update(policy, grpo.LogprobModule(policy), ref, opt, ro, rewards, cfg, step, CPU, NO_AUTOCAST)
+    return {**m, **grpo.rollout_metrics(ro, rewards, cfg)}
 
 
 class RecordingSGD(torch.optim.SGD):
@@ -205,7 +213,7 @@ class RecordingSGD(torch.optim.SGD):
 
 
 def test_one_micro_batch_equals_many(micro):
-    """rl_step with each mini-batch in one forward/backward vs in uneven micro-batches of 3 rows (3 + 3 + 2) and
+    """An RL update with each mini-batch in one forward/backward vs in uneven micro-batches of 3 rows (3 + 3 + 2) and
     of 1 row: the same rollouts, the same gradient at each of the 2 mini-batch updates, the same weights after
     the step -- for each loss aggregation. The second update runs at a moved policy (ratios != 1, some clipped,
     KL > 0); rows end at different lengths (some by EOS), so the three aggregations really differ."""
@@ -221,8 +229,7 @@ def test_one_micro_batch_equals_many(micro):
             cfg = rl_config(loss_agg=agg, micro_rows=micro_rows, max_new_tokens=48, grad_clip=1e9, kl_coef=0.05,
                             clip_eps=0.01, seed=3)
             opt = RecordingSGD(policy.parameters(), lr=0.03)
-            m = grpo.rl_step(policy, grpo.LogprobModule(policy), ref, opt, tok, records[:4], cfg, 0, CPU,
-                             NO_AUTOCAST, reward_fn=token_reward)
+            m = synthetic_step(policy, ref, opt, tok, records[:4], cfg, token_reward)
             runs.append((m, opt.grads, [p.detach().clone() for p in policy.parameters()]))
         (m0, g0, p0) = runs[0]
         assert m0["zero_var_groups"] == 0 and 0 < m0["truncated"] < 1  # signal in every group; mixed lengths
@@ -321,8 +328,7 @@ def test_update_scores_tokens_at_the_sampling_temperature(micro):
     policy = model_lib.model_from_state(state)
     cfg = rl_config(temperature=0.5, minibatches=1, clip_eps=1e-4, kl_coef=0.0, seed=2)
     opt = RecordingSGD(policy.parameters(), lr=0.0)
-    m = grpo.rl_step(policy, grpo.LogprobModule(policy), None, opt, tok, records[:4], cfg, 0, CPU, NO_AUTOCAST,
-                     reward_fn=token_reward)
+    m = synthetic_step(policy, None, opt, tok, records[:4], cfg, token_reward)
     assert m["rollout_tokens"] > 0 and m["clip_frac"] == 0.0
 
 
@@ -339,8 +345,8 @@ def test_tiny_grpo_run_raises_reward(micro):
     stream = grpo.PromptStream(records, cfg.seed)
     rewards = []
     for step in range(12):
-        m = grpo.rl_step(policy, grpo.LogprobModule(policy), ref, opt, tok, stream.take(cfg.prompts_per_step), cfg,
-                         step, CPU, NO_AUTOCAST, reward_fn=lambda rec, comp, toks: float(toks[0] == target))
+        m = synthetic_step(policy, ref, opt, tok, stream.take(cfg.prompts_per_step), cfg,
+                           lambda ids: ids[0] == target, step)
         rewards.append(m["reward"])
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last > first + 0.3 and last > 0.5, rewards
@@ -416,7 +422,7 @@ def test_checkpoint_contents(tmp_path, micro_ckpt, short_pool):
 
 @pytest.mark.parametrize("flags,message", [
     (["--reward=correct"], "--reward must be one of outcome, process, strict"),
-    (["--loss_agg=mean"], "--loss_agg must be token, seq or constant"),
+    (["--loss_agg=mean"], "--loss_agg must be one of token, seq, constant"),
     (["--adv_norm=rank"], "--adv_norm must be std or mean"),
     (["--pseudo_label=silver"], "--pseudo_label must be gold or majority"),
     (["--pseudo_label=majority", "--reward=process"], "majority only defines an outcome reward"),
