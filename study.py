@@ -35,6 +35,7 @@ import math
 import os
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ import evaluate
 import grpo
 import pretrain
 from common import (UserError, atomic_write, latest_checkpoint, load_json, markdown_table, plot_lines, preset_config,
-                    run_info, run_main, save_json, setup_dist)
+                    read_log, run_info, run_main, save_json, setup_dist)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -736,6 +737,9 @@ def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     base_k = {band: numbers["base"][band][n] for band in ("ID", "edge", "hard")}
     ok, why = edge_verdict(base_k, (d_edge, se_edge), d_pass1, others, n)
     lines.append(verdict_line(ok, why))
+    rl_reward_plot(ctx, plan, report_dir(ctx, plan) / "rl_reward.png")
+    lines += ["", "## Reward during RL", "", "The training reward of each RL run, step by step (a running mean over "
+              f"{REWARD_SMOOTHING} steps), on the prompts of its own pool.", "", "![RL reward](rl_reward.png)"]
     profile, profiles = profile_table(ctx, plan)
     lines += ["", "## What the samples look like, per band", "",
               "RL can only sharpen what the model sometimes does: a band where no sample is verified gives RL with "
@@ -744,6 +748,27 @@ def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
               profile, ""]
     return lines, {"pass_at_k": numbers, "edge_deltas": deltas, "edge_gain_seed_mean": [d_edge, se_edge],
                    "edge_gain_pass1": d_pass1, "samples": profiles, "verdict": ok}
+
+
+REWARD_SMOOTHING = 5  # steps in the running mean of the RL reward plots
+
+
+def rl_metrics(ctx: Context, job_name: str) -> tuple[list[dict], list[dict]]:
+    """An RL run's log: one row per step (metrics.jsonl) and one per held-out evaluation (evals.jsonl)."""
+    run = ctx.run_dir(job_name)
+    return read_log(run / "metrics.jsonl"), read_log(run / "evals.jsonl")
+
+
+def rl_reward_plot(ctx: Context, plan: Plan, path: Path) -> None:
+    series = {}
+    for job in plan.jobs:
+        if job.kind == "grpo":
+            rows, w = rl_metrics(ctx, job.name)[0], REWARD_SMOOTHING
+            rewards = [r["reward"] for r in rows]
+            series[job.note or job.name] = [(r["step"], statistics.fmean(rewards[max(0, i + 1 - w):i + 1]))
+                                            for i, r in enumerate(rows)]
+    plot_lines(path, series, xlabel="RL step", ylabel="mean training reward",
+               title=f"{plan.study} ({ctx.name} scale): reward during RL")
 
 
 def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
@@ -925,8 +950,7 @@ def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
         if label == "base":
             continue
         run = Path(json.loads((ctx.run_dir(job) / "job.json").read_text())["config"]["ckpt"][0])
-        rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
-        evals = [json.loads(line) for line in open(run / "evals.jsonl")]
+        rows, evals = rl_metrics(ctx, run.name)
         series[f"{label}: train reward"] = [(r["step"], r["reward"]) for r in rows]
         series[f"{label}: held-out greedy acc"] = [(e["step"], e["greedy_acc"]) for e in evals]
     plot_lines(report_dir(ctx, plan) / "saturation.png", series, xlabel="RL step", ylabel="rate",
