@@ -59,6 +59,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from common import UserError, run_main
 
@@ -1088,7 +1089,16 @@ CHUNK = 256  # indices per unit of work
 _JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 
-def _chunk(args) -> list[tuple[str, int, str, str, str]]:
+class Line(NamedTuple):
+    """One generated problem: its identity, and the record as one JSON line."""
+    id: str
+    op: int
+    context: str
+    mode: str
+    json: str
+
+
+def _chunk(args) -> list[Line]:
     """Worker: the records of indices [start, start + CHUNK) that fall in `split`, as JSON lines."""
     parts, seed, start, split, contexts, opts = args
     out = []
@@ -1098,7 +1108,7 @@ def _chunk(args) -> list[tuple[str, int, str, str, str]]:
         for index in range(start, start + CHUNK):
             rec = sample_at(parts, seed, index, contexts, opts)
             if split == "all" or split_of(rec["id"]) == split:
-                out.append((rec["id"], rec["op"], rec["context"], rec["mode"], _JSON.encode(rec)))
+                out.append(Line(rec["id"], rec["op"], rec["context"], rec["mode"], _JSON.encode(rec)))
     finally:
         if gc_was_on:
             gc.enable()
@@ -1107,7 +1117,7 @@ def _chunk(args) -> list[tuple[str, int, str, str, str]]:
 
 def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1,
                    contexts: dict[str, Context] | None = None, progress: bool = False, opts: Options = PAPER):
-    """Yield (id, op, context, mode, json_line) for the first `n` distinct problems of the stream that fall
+    """Yield a `Line` for each of the first `n` distinct problems of the stream that fall
     in `split`. Indices are processed in order and deduplicated by id in the parent, so the output is
     identical for any `workers`."""
     if split != "all" and split not in SPLITS:
@@ -1130,9 +1140,9 @@ def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all",
             results = pool.imap(_chunk, batch) if pool else map(_chunk, batch)
             for chunk in results:
                 for item in chunk:
-                    if item[0] in seen:
+                    if item.id in seen:
                         continue
-                    seen.add(item[0])
+                    seen.add(item.id)
                     yield item
                     done += 1
                     if bar:
@@ -1155,7 +1165,7 @@ def generate(recipe: str | list[Part], n: int, seed: int = 0, split: str = "all"
     """Yield `n` record dicts of a recipe (a name, a spec, or parsed parts)."""
     parts = parse_recipe(recipe) if isinstance(recipe, str) else recipe
     for item in generate_lines(parts, n, seed, split, workers, opts=opts):
-        yield json.loads(item[4])
+        yield json.loads(item.json)
 
 
 def iter_jsonl(path: str | Path, limit: int = 0):

@@ -183,12 +183,12 @@ def prepare_data(cfg: Config, tokenizer_path: Path, master: bool) -> tuple[Path,
         else:
             print(f"building training data: {cfg.train_problems:,} problems of {spec!r} (split train) -> {shard_dir}")
             lines = datagen.generate_lines(recipe_parts(cfg), cfg.train_problems, cfg.data_seed, "train", cfg.workers)
-            tok_lib.write_shards(tok_lib.load_tokenizer(tokenizer_path), (json.loads(item[4]) for item in lines),
+            tok_lib.write_shards(tok_lib.load_tokenizer(tokenizer_path), (json.loads(item.json) for item in lines),
                                  shard_dir, max_seq_len=cfg.seq_len, total=cfg.train_problems, progress=True,
                                  source={"recipe": spec, "n": cfg.train_problems, "seed": cfg.data_seed,
                                          "split": "train"})
         if not val_path.exists():
-            lines = [item[4] for item in datagen.generate_lines(recipe_parts(cfg), cfg.val_problems, cfg.data_seed,
+            lines = [item.json for item in datagen.generate_lines(recipe_parts(cfg), cfg.val_problems, cfg.data_seed,
                                                                  "val", cfg.workers)]
             val_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(val_path, lambda f: f.write("".join(line + "\n" for line in lines)), binary=False)

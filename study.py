@@ -305,7 +305,7 @@ class Context:
         lines = []
         for op in range(lo, hi + 1):
             parts = datagen.parse_recipe(self.recipe(str(op), contexts, modes))
-            lines += [item[4] for item in datagen.generate_lines(parts, self.sc.eval_per_op, seed=1000 + op,
+            lines += [item.json for item in datagen.generate_lines(parts, self.sc.eval_per_op, seed=1000 + op,
                                                                  split="test")]
         atomic_write(path, lambda f: f.write("".join(line + "\n" for line in lines).encode()))
 

@@ -610,7 +610,7 @@ def _source(cfg: Config):
         raise UserError(f"--workers must be >= 1, got {cfg.workers}")
     parts = datagen.parse_recipe(cfg.recipe)
     lines = datagen.generate_lines(parts, cfg.n, cfg.seed, cfg.split, cfg.workers)
-    records = (json.loads(item[4]) for item in lines)
+    records = (json.loads(item.json) for item in lines)
     spec = datagen.RECIPES[cfg.recipe][0] if cfg.recipe in datagen.RECIPES else cfg.recipe
     return records, cfg.n, {"recipe": cfg.recipe, "spec": spec, "n": cfg.n, "seed": cfg.seed, "split": cfg.split}
 
