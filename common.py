@@ -225,6 +225,24 @@ def config_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def parse_bands(text: str) -> dict[str, tuple[int, int]]:
+    """Op bands: `ID=2-10,edge=11-14` -> {"ID": (2, 10), "edge": (11, 14)}; an unnamed item is named after its ops:
+    `2-4,5` -> {"op 2-4": (2, 4), "op 5": (5, 5)}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, eq, ops = item.partition("=") if "=" in item else ("", "", item)
+        lo, _, hi = ops.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+            if eq and not name:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--bands: bad band {item!r}; write lo-hi or name=lo-hi items, like 2-4,5-7 or "
+                            f"ID=2-10,edge=11-14") from None
+        out[name or (f"op {a}-{b}" if a != b else f"op {a}")] = (a, b)
+    return out
+
+
 def require_positive(cfg, *names: str) -> None:
     """Each named option must be a finite number > 0 (a step interval of 0 or a NaN learning rate is a mistake)."""
     for name in names:

@@ -865,26 +865,6 @@ def select_edge(model, tok, records: list[dict], n: int = 8, max_pass1: float = 
     return edge_subset(records, scored, max_pass1, k, min_passk, metric)
 
 
-def parse_bands(text: str) -> dict[str, tuple[int, int]]:
-    """`ID=2-10,edge=11-14,hard=15-20` -> {"ID": (2, 10), ...}."""
-    out = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        name, eq, rng = item.partition("=")
-        lo, _, hi = rng.partition("-")
-        try:
-            out[name] = (int(lo), int(hi or lo))
-        except ValueError:
-            raise _user_error(f"--bands: bad band {item!r}; write name=lo-hi items like ID=2-10,edge=11-14") from None
-        if not eq or not name:
-            raise _user_error(f"--bands: bad band {item!r}; write name=lo-hi items like ID=2-10,edge=11-14")
-    return out
-
-
-def _user_error(msg: str):
-    from common import UserError
-    return UserError(msg)
-
-
 def report_checkpoint(flat: list[dict], bands: dict, ks: list[int]) -> dict:
     """Summaries and pass@k curves of one checkpoint's samples, by every grouping."""
     return {"summary": {by: summarize(flat, by, bands) for by in GROUP_BYS},
@@ -928,7 +908,8 @@ def markdown_tables(reports: dict[str, dict], bands: dict, n: int) -> str:
             for g, row in rep["summary"][by].items():
                 pk = rep["pass_at_k"][by][g]
                 kk = max(pk["verified"], key=int)
-                rows.append([label, g, row["problems"], f"{100 * row['pass1']:.1f}", f"{100 * row['pass1_verified']:.1f}",
+                rows.append([label, g, row["problems"], f"{100 * row['pass1']:.1f}",
+                             f"{100 * row['pass1_verified']:.1f}",
                              f"{100 * pk['answer'][kk]:.1f}", f"{100 * pk['verified'][kk]:.1f}",
                              f"{row['process_acc']:.3f}", f"{100 * row['hacked_rate']:.1f}",
                              f"{rep['mean_length'][by][g]:.0f}"])
@@ -974,7 +955,8 @@ def plot_by_op(reports: dict[str, dict], path, metric: str = "verified") -> None
         ops = sorted(by_op, key=int)
         ax.plot([int(o) for o in ops], [100 * by_op[o][metric][max(by_op[o][metric], key=int)] for o in ops],
                 marker="o", ms=3, label=label)
-    ax.set(xlabel="op (solution edges)", ylabel=f"pass@n, {metric} (%)", ylim=(-2, 102), title=f"pass@n by op ({metric})")
+    ax.set(xlabel="op (solution edges)", ylabel=f"pass@n, {metric} (%)", ylim=(-2, 102),
+           title=f"pass@n by op ({metric})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -1028,8 +1010,8 @@ def main(cfg) -> dict:
 
     import model as model_lib
     import tokenizer as tok_lib
-    from common import (UserError, autocast_for, check_out_dir, load_checkpoint, print_config, run_info, save_json,
-                        setup_dist)
+    from common import (UserError, autocast_for, check_out_dir, load_checkpoint, parse_bands, print_config, run_info,
+                        save_json, setup_dist)
 
     if not cfg.ckpt:
         raise UserError("give at least one --ckpt (a checkpoint file or a run folder)")

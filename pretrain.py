@@ -37,9 +37,9 @@ import datagen
 import model as model_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json, peak_flops,
-                    plot_lines, print_config, read_log, require_positive, resume_changes, rng_state, run_info,
-                    run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist,
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json, parse_bands,
+                    peak_flops, plot_lines, print_config, read_log, require_positive, resume_changes, rng_state,
+                    run_info, run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist,
                     start_run_dir, step_line, truncate_logs, wrap_for_training)
 
 
@@ -125,19 +125,6 @@ PRESETS = {
 # A missing tokenizer is trained on every context, op 2-20 and both modes, whatever the run's recipe, so that
 # all models of a study share one vocabulary (a context unseen in pre-training must not change tokenization).
 TOKENIZER_RECIPE = "ops=2-20 contexts=all modes=forward,reverse"
-
-def parse_bands(text: str) -> dict[str, tuple[int, int]]:
-    """`2-4,5-7,8-10` -> {"op 2-4": (2, 4), ...}."""
-    out = {}
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        try:
-            a, b = int(lo), int(hi or lo)
-        except ValueError:
-            raise UserError(f"--bands: bad band {part!r}; write ranges like 2-4,5-7") from None
-        out[f"op {a}-{b}" if a != b else f"op {a}"] = (a, b)
-    return out
-
 
 def data_paths(cfg: Config) -> tuple[Path, Path]:
     data_dir = Path(cfg.data_dir or Path(cfg.out_dir) / "data")

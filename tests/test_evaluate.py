@@ -734,3 +734,12 @@ def test_summaries(records):
     assert bands == [b for b in ("z", "a") if b in bands]
     with pytest.raises(ValueError):
         E.summarize(results, by="colour")
+
+
+def test_parse_bands():
+    from common import UserError, parse_bands
+    assert parse_bands("ID=2-10,edge=11-14, hard=15-20") == {"ID": (2, 10), "edge": (11, 14), "hard": (15, 20)}
+    assert parse_bands("2-4,5") == {"op 2-4": (2, 4), "op 5": (5, 5)}
+    for bad in ("2-x", "=2-3", "ID=", "a-b"):
+        with pytest.raises(UserError, match="bad band"):
+            parse_bands(bad)
