@@ -444,6 +444,12 @@ def evaluate_policy(policy, tok, records: list[dict], cfg: Config, autocast, see
 # ----------------------------------------------------------------------------------------------------------------
 # Training loop
 
+def rl_token_cost(seq_tokens: float, with_ref: bool) -> float:
+    """SPEC §7: RL compute in pre-training token-equivalents, (4/3 + gamma/3) x the step's sequence tokens (gamma = 1
+    when a reference model scores them for the KL term)."""
+    return (4 / 3 + (1.0 if with_ref else 0.0) / 3) * seq_tokens
+
+
 def main(cfg: Config) -> dict:
     dist = setup_dist(cfg.device)
     try:
@@ -539,8 +545,7 @@ def train(cfg: Config, dist) -> dict:
     autocast, use_bf16 = autocast_for(cfg.dtype, device)
 
     n_params = policy.n_params()
-    gamma = 1.0 if ref is not None else 0.0
-    nominal_step = (4 / 3 + gamma / 3) * cfg.prompts_per_step * cfg.group_size * L
+    nominal_step = rl_token_cost(cfg.prompts_per_step * cfg.group_size * L, ref is not None)
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_json(out_dir / "config.json", {"config": asdict(cfg), "model": asdict(policy.config),
@@ -593,7 +598,7 @@ def train(cfg: Config, dist) -> dict:
             m["rollout_tokens"] *= dist.world
             m["seq_tokens"] *= dist.world
         compute["rl_tokens_nominal"] += nominal_step
-        compute["rl_tokens_actual"] += (4 / 3 + gamma / 3) * m["seq_tokens"]
+        compute["rl_tokens_actual"] += rl_token_cost(m["seq_tokens"], ref is not None)
         step_s = time.time() - t_step
         m.update(step=step + 1, step_s=step_s, rollout_share=m["rollout_s"] / step_s,
                  rollout_tok_s=m["rollout_tokens"] / max(m["rollout_s"], 1e-9),

@@ -363,9 +363,9 @@ MID_BETAS = (0.0, 0.2, 0.5, 0.8, 1.0)  # share of the compute budget spent on RL
 
 
 def rl_step_tokens(conf: dict, prompt_len: int) -> float:
-    """SPEC §7 cost of one GRPO step in pre-training token-equivalents: (4/3 + gamma/3) * N * r * L."""
-    gamma = 1.0 if conf["kl_coef"] > 0 else 0.0
-    return (4 / 3 + gamma / 3) * conf["prompts_per_step"] * conf["group_size"] * (prompt_len + conf["max_new_tokens"])
+    """The cost of one GRPO step of this config (SPEC §7), at its longest responses."""
+    seq_tokens = conf["prompts_per_step"] * conf["group_size"] * (prompt_len + conf["max_new_tokens"])
+    return grpo.rl_token_cost(seq_tokens, conf["kl_coef"] > 0)
 
 
 def plan_midtrain(ctx: Context, plan: Plan) -> None:
