@@ -1204,6 +1204,16 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return list(iter_jsonl(path))
 
 
+def load_problems(source: str, n: int, seed: int = 0, split: str = "all") -> list[dict]:
+    """Problem records from a .jsonl file (its first n; n = 0: all) or the first n of a recipe's stream in `split`."""
+    if source.endswith(".jsonl") or Path(source).is_file():
+        records = read_jsonl(source)
+        if not records:
+            raise UserError(f"{source} holds no problems")
+        return records[:n] if n else records
+    return list(generate(source, n, seed=seed, split=split))
+
+
 RECORD_FIELDS = ("id", "op", "context", "mode", "problem", "question", "solution", "answer", "graph")
 _COMBINES = ("const", "copy", "sum", "diff")
 

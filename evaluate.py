@@ -964,14 +964,6 @@ def plot_by_op(reports: dict[str, dict], path, metric: str = "verified") -> None
     plt.close(fig)
 
 
-def load_eval_problems(data: str, recipe: str, problems: int, split: str, seed: int) -> list[dict]:
-    import datagen
-    if data:
-        records = datagen.read_jsonl(data)
-        return records[:problems] if problems else records
-    return list(datagen.generate(recipe, problems, seed=seed, split=split))
-
-
 @dataclass
 class Config:
     ckpt: list[str] = field(default_factory=list)  # checkpoint file or run folder; repeat to compare several
@@ -1008,6 +1000,7 @@ def main(cfg) -> dict:
     import time
     from pathlib import Path
 
+    import datagen
     import model as model_lib
     import tokenizer as tok_lib
     from common import (UserError, autocast_for, check_out_dir, load_checkpoint, parse_bands, print_config, run_info,
@@ -1026,7 +1019,7 @@ def main(cfg) -> dict:
     if cfg.select_edge and len(cfg.ckpt) != 1:
         raise UserError("--select_edge works on one --ckpt at a time")
     bands = parse_bands(cfg.bands)
-    records = load_eval_problems(cfg.data, cfg.recipe, cfg.problems, cfg.split, cfg.data_seed)
+    records = datagen.load_problems(cfg.data or cfg.recipe, cfg.problems, cfg.data_seed, cfg.split)
     if not records:
         raise UserError("no problems to evaluate")
     device = setup_dist(cfg.device).device

@@ -62,7 +62,7 @@ class Config:
     compile: bool = False  # torch.compile the policy for the update passes
     # --- prompts
     pool: str = "ops=4-5 contexts=zoo"  # RL prompts: datagen recipe (name or spec; split rl) or .jsonl of records
-    pool_size: int = 2048  # distinct prompts drawn from a recipe pool (scarce-data studies: 8, 64, ...)
+    pool_size: int = 2048  # distinct prompts: drawn from a recipe, or a .jsonl's first (scarce-data studies: 8, 64)
     pool_seed: int = 0  # datagen seed of a recipe pool
     reselect_every: int = 0  # every K steps keep only edge-of-competence prompts of the pool (0 = static pool)
     reselect_n: int = 8  # samples per prompt when re-selecting
@@ -227,16 +227,6 @@ def score_group(records: list[dict], completions: list[str], cfg: Config, rng: r
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data: the prompt pool and the held-out prompts
-
-def load_problems(source: str, n: int, seed: int, split: str) -> list[dict]:
-    """Records from a .jsonl file, or the first n problems of a recipe in the given split."""
-    if source.endswith(".jsonl"):
-        records = datagen.read_jsonl(source)
-        if not records:
-            raise UserError(f"{source} holds no problems")
-        return records
-    return list(datagen.generate(source, n, seed=seed, split=split))
-
 
 class PromptStream:
     """Prompts of the pool in a seeded random order, epoch after epoch; (epoch, cursor) is its whole state."""
@@ -521,10 +511,10 @@ def train(cfg: Config, dist) -> dict:
         group["lr"] = cfg.lr
 
     recipe_pool = not cfg.pool.endswith(".jsonl")
-    pool = load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl")
+    pool = datagen.load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl")
     if not cfg.eval_data and not recipe_pool:
         raise UserError("--eval_data is needed when --pool is a file (held-out prompts must come from a recipe split)")
-    eval_records = load_problems(cfg.eval_data or cfg.pool, cfg.eval_problems, cfg.pool_seed + 1, "test")
+    eval_records = datagen.load_problems(cfg.eval_data or cfg.pool, cfg.eval_problems, cfg.pool_seed + 1, "test")
     room = policy.config.max_seq_len - cfg.max_new_tokens
     pool = fitting(pool, tok, room, "pool prompts", log)
     eval_records = fitting(eval_records[:cfg.eval_problems], tok, room, "held-out prompts", log)
@@ -577,7 +567,8 @@ def train(cfg: Config, dist) -> dict:
         t_step = time.time()
         pool_file = None
         if cfg.reselect_every and step % cfg.reselect_every == 0:
-            full = fitting(load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl"), tok, room, "pool prompts", log)
+            full = fitting(datagen.load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl"), tok, room,
+                           "pool prompts", log)
             selected, _ = evaluate.select_edge(policy, tok, full, n=cfg.reselect_n, temperature=cfg.temperature,
                                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + step,
                                                autocast=autocast)

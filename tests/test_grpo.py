@@ -176,7 +176,7 @@ def micro(micro_ckpt):
     """(checkpoint state, tokenizer, RL records with short prompts) for direct RL steps."""
     state = common.load_checkpoint(micro_ckpt)
     tok = tok_lib.load_tokenizer(state["tokenizer"])
-    records = grpo.load_problems("ops=2-3", 64, 0, "rl")
+    records = grpo.datagen.load_problems("ops=2-3", 64, 0, "rl")
     lens = [len(ids) for ids in grpo.encode_prompts(tok, records)]
     records = [r for _, r in sorted(zip(lens, records), key=lambda p: p[0])][:16]  # fast forwards
     return state, tok, records
