@@ -60,7 +60,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from common import UserError, run_main
+from common import UserError, opt, run_main
 
 MIN_OP, MAX_OP = 2, 30
 MAX_VALUE = 1000  # every quantity on the solution path is an integer in 1..MAX_VALUE
@@ -1245,19 +1245,19 @@ def record_problem(rec: dict) -> str | None:
 
 @dataclass
 class Config:
-    recipe: str = ""  # a named recipe (see the list below) or a recipe spec; empty = use --ops/--contexts
-    ops: str = ""  # ad-hoc mixture: op range and weights, e.g. 2-20 or 2-10:.2,11-14:.8
-    contexts: str = PAPER_CONTEXTS  # ad-hoc mixture: contexts, e.g. zoo,teachers or zoo:.99,teachers:.01
-    modes: str = ""  # forward/reverse share, e.g. forward,reverse or forward:.8,reverse:.2 (overrides the recipe)
-    n: int = 1000  # number of distinct problems to write
-    seed: int = 0  # stream seed: problem i is a pure function of (seed, i)
-    split: str = "all"  # keep only problems whose id falls in this split: train, rl, val, test or all
-    out: str = ""  # output JSONL path (required)
-    workers: int = 1  # worker processes; the output does not depend on it
-    unknown_max: int = PAPER.unknown_max  # reverse mode: the unknown's value is drawn from 1..unknown_max
-    repair: bool = PAPER.repair  # repair a solution value out of range in place instead of redrawing the problem
-    valid_distractors: bool = PAPER.valid_distractors  # keep every distractor's value in range too
-    progress: bool = True  # show a progress bar
+    recipe: str = opt("", "a named recipe (see the list above) or a recipe spec; empty = use --ops/--contexts")
+    ops: str = opt("", "ad-hoc mixture: op range and weights, e.g. 2-20 or 2-10:.2,11-14:.8")
+    contexts: str = opt(PAPER_CONTEXTS, "ad-hoc mixture: contexts, e.g. zoo,teachers or zoo:.99,teachers:.01")
+    modes: str = opt("", "forward/reverse share, e.g. forward,reverse or forward:.8,reverse:.2 (overrides the recipe)")
+    n: int = opt(1000, "number of distinct problems to write")
+    seed: int = opt(0, "stream seed: problem i is a pure function of (seed, i)")
+    split: str = opt("all", "keep only problems whose id falls in this split: train, rl, val, test or all")
+    out: str = opt("", "output JSONL path (required)")
+    workers: int = opt(1, "worker processes; the output does not depend on it")
+    unknown_max: int = opt(PAPER.unknown_max, "reverse mode: the unknown's value is drawn from 1..unknown_max")
+    repair: bool = opt(PAPER.repair, "repair a solution value out of range in place instead of redrawing the problem")
+    valid_distractors: bool = opt(PAPER.valid_distractors, "keep every distractor's value in range too")
+    progress: bool = opt(True, "show a progress bar")
 
 
 def recipe_listing() -> str:
