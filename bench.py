@@ -10,7 +10,7 @@ The project's benchmarks, one per subcommand (the first word picks it; the rest 
   python bench.py model --help               # the flags of one benchmark
 
 Each prints what it measured and ends with Markdown table row(s) to paste into the README.
-To add a benchmark: write a config dataclass (one `# comment` per field: its --help) and a function taking it,
+To add a benchmark: write a config dataclass (each field `opt(default, "its --help text")`) and a function taking it,
 and register both in BENCHMARKS at the bottom.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from common import UserError, autocast_for, parse_config, peak_flops, print_config, setup_dist
+from common import UserError, autocast_for, opt, parse_config, peak_flops, print_config, setup_dist
 
 
 def sync(device: torch.device) -> None:
@@ -61,23 +61,23 @@ def require_positive(cfg, *names: str) -> None:
 
 @dataclass
 class ModelBench:
-    preset: str = "tiny"  # model preset (micro, tiny, small, paper)
-    device: str = "auto"  # cpu, cuda, or auto (cuda if available)
-    dtype: str = "fp32"  # fp32, or bf16 (autocast, for both implementations)
-    compile: bool = False  # torch.compile the training step of both implementations
-    batch_size: int = 8  # training: sequences per step
-    seq_len: int = 256  # training: tokens per sequence
-    warmup: int = 1  # untimed training steps and generate calls first (each contender)
-    steps: int = 10  # timed training steps (each contender; the median is reported)
+    preset: str = opt("tiny", "model preset (micro, tiny, small, paper)")
+    device: str = opt("auto", "cpu, cuda, or auto (cuda if available)")
+    dtype: str = opt("fp32", "fp32, or bf16 (autocast, for both implementations)")
+    compile: bool = opt(False, "torch.compile the training step of both implementations")
+    batch_size: int = opt(8, "training: sequences per step")
+    seq_len: int = opt(256, "training: tokens per sequence")
+    warmup: int = opt(1, "untimed training steps and generate calls first (each contender)")
+    steps: int = opt(10, "timed training steps (each contender; the median is reported)")
     # sampling defaults: one `tiny` GRPO step's rollouts (16 prompts x 8 samples, up to 160 new tokens each) with
     # 128-token prompts, about the median prompt of the tiny edge pool (ops 4-5: 135 tokens, as grpo.py logs it)
-    prompts: int = 16  # sampling: distinct prompts
-    n: int = 8  # sampling: samples per prompt
-    prompt_len: int = 128  # sampling: tokens per prompt
-    max_new_tokens: int = 160  # sampling: generated tokens per row (EOS disabled: every row generates all)
-    reps: int = 3  # sampling: timed generate calls (each contender; the median is reported)
-    hf: bool = True  # also time transformers (needs it installed); false: ours only
-    seed: int = 0  # weights, data and sampling seed
+    prompts: int = opt(16, "sampling: distinct prompts")
+    n: int = opt(8, "sampling: samples per prompt")
+    prompt_len: int = opt(128, "sampling: tokens per prompt")
+    max_new_tokens: int = opt(160, "sampling: generated tokens per row (EOS disabled: every row generates all)")
+    reps: int = opt(3, "sampling: timed generate calls (each contender; the median is reported)")
+    hf: bool = opt(True, "also time transformers (needs it installed); false: ours only")
+    seed: int = opt(0, "weights, data and sampling seed")
 
 
 def interleaved(fns: dict, warmup: int, reps: int, device) -> dict[str, float]:
@@ -228,10 +228,10 @@ REFERENCE_RATES_NOTE = ("reference: GSM-Infinite, measured 2026-11-29 on one cor
 
 @dataclass
 class DataBench:
-    seconds: float = 3.0  # timed seconds per (op, mode) cell
-    ops: str = "5,10,20"  # ops to time, comma-separated
-    scale_n: int = 40_000  # problems for the worker-scaling check (pretrain_uniform recipe, split train)
-    workers: int = 0  # worker processes for the scaling check (0 = every core)
+    seconds: float = opt(3.0, "timed seconds per (op, mode) cell")
+    ops: str = opt("5,10,20", "ops to time, comma-separated")
+    scale_n: int = opt(40_000, "problems for the worker-scaling check (pretrain_uniform recipe, split train)")
+    workers: int = opt(0, "worker processes for the scaling check (0 = every core)")
 
 
 def bench_data(cfg: DataBench) -> None:
@@ -287,8 +287,8 @@ def bench_data(cfg: DataBench) -> None:
 
 @dataclass
 class TokenizerBench:
-    n: int = 10_000  # problems to train on and to encode
-    vocab_size: int = 2200  # requested vocabulary
+    n: int = opt(10_000, "problems to train on and to encode")
+    vocab_size: int = opt(2200, "requested vocabulary")
 
 
 def _encode_rate(tok_path: str, texts_path: str) -> dict:
@@ -361,10 +361,10 @@ def bench_tokenizer(cfg: TokenizerBench) -> None:
 
 @dataclass
 class VerifyBench:
-    ops: str = "2-20"  # op range of the problems
-    n: int = 3000  # distinct problems (both modes, the three paper contexts)
-    seconds: float = 4.0  # timed CPU seconds per band (half with emptied caches, half warm)
-    seed: int = 0  # problem stream seed
+    ops: str = opt("2-20", "op range of the problems")
+    n: int = opt(3000, "distinct problems (both modes, the three paper contexts)")
+    seconds: float = opt(4.0, "timed CPU seconds per band (half with emptied caches, half warm)")
+    seed: int = opt(0, "problem stream seed")
 
 
 def bench_verify(cfg: VerifyBench) -> None:
@@ -419,12 +419,12 @@ def bench_verify(cfg: VerifyBench) -> None:
 
 @dataclass
 class FidelityBench:
-    n: int = 200  # problems per (context, mode, op) cell (the reference used 200)
-    ops: str = "2-20"  # ops: a range and/or a comma-separated list, e.g. 3,5,10,15,20 (the published cells)
-    modes: str = "forward,reverse"  # modes, comma-separated
-    contexts: str = "zoo"  # contexts, comma-separated (the reference was measured on zoo; its structure is name-free)
-    seed: int = 0  # stream seed of our problems
-    rows: str = "acceptance"  # rows to print per cell: acceptance (the seven fidelity rows) or all
+    n: int = opt(200, "problems per (context, mode, op) cell (the reference used 200)")
+    ops: str = opt("2-20", "ops: a range and/or a comma-separated list, e.g. 3,5,10,15,20 (the published cells)")
+    modes: str = opt("forward,reverse", "modes, comma-separated")
+    contexts: str = opt("zoo", "contexts, comma-separated (the reference: zoo only; its structure is name-free)")
+    seed: int = opt(0, "stream seed of our problems")
+    rows: str = opt("acceptance", "rows to print per cell: acceptance (the seven fidelity rows) or all")
 
 
 def _fmt_stat(key: str, v: float | None) -> str:

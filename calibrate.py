@@ -24,7 +24,7 @@ import torch
 
 import model as model_lib
 import study
-from common import UserError, atomic_write, load_json, markdown_table, run_main, setup_dist
+from common import UserError, atomic_write, load_json, markdown_table, opt, run_main, setup_dist
 
 
 @dataclass(frozen=True)
@@ -136,14 +136,14 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
 
 @dataclass
 class Config:
-    scale: str = "tiny"  # the scale whose trials run (see TRIALS)
-    only: str = ""  # comma-separated trial names ('' = all)
-    runs_dir: str = "runs"  # runs go to runs_dir/calibration-<scale>/<trial>/
-    reports_dir: str = "reports"  # the table goes to reports_dir/calibration-<scale>/report.md
-    device: str = "auto"  # auto (cuda if available), cuda or cpu
-    workers: int = 1  # processes for data generation
-    report_only: bool = False  # only re-render the table from finished runs
-    train_procs: int = 1  # pre-training as this many DDP processes (torchrun), as study.py --train_procs
+    scale: str = opt("tiny", "the scale whose trials run (see TRIALS)")
+    only: str = opt("", "comma-separated trial names ('' = all)")
+    runs_dir: str = opt("runs", "runs go to runs_dir/calibration-<scale>/<trial>/")
+    reports_dir: str = opt("reports", "the table goes to reports_dir/calibration-<scale>/report.md")
+    device: str = opt("auto", "auto (cuda if available), cuda or cpu")
+    workers: int = opt(1, "processes for data generation")
+    report_only: bool = opt(False, "only re-render the table from finished runs")
+    train_procs: int = opt(1, "pre-training as this many DDP processes (torchrun), as study.py --train_procs")
 
 
 def main(cfg: Config) -> dict:

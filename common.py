@@ -1,7 +1,8 @@
 """
 Small helpers shared by the top-level scripts, so that none of them copies another:
 
-- config: one dataclass per script becomes its command line (`--n_layer=4`, `--help`, `--config f.json`);
+- config: one dataclass per script becomes its argparse command line (`--n_layer=4`, `--help`, `--config f.json`),
+  each field declared with its help text: `n_layer: int = opt(4, "transformer blocks")`;
 - files: atomic JSON / checkpoint writes, checkpoint loading with `weights_only=True`;
 - run setup: seeding, RNG state capture for exact resume, device and torchrun/DDP setup;
 - logging: one line per step in one format everywhere, plus `metrics.jsonl`.
@@ -11,11 +12,12 @@ Nothing here does work at import time.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
 import errno
-import inspect
+import functools
 import json
 import math
 import os
@@ -26,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -67,29 +70,23 @@ def _exit_on_sigterm(signum, frame):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Config: dataclass -> command line
+# Config: dataclass -> command line. Each field is a flag `--name`; `opt` stores its --help text in the field.
 
-def _field_comments(cls) -> dict[str, str]:
-    """The `# comment` after each field of a dataclass: it is the field's --help text."""
-    comments = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            src = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for m in re.finditer(r"^\s+(\w+)\s*:[^\n#]*#\s*(.+)$", src, flags=re.M):
-            comments[m.group(1)] = m.group(2).strip()
-    return comments
+def opt(default, help: str):
+    """A config field with its --help text: `n_layer: int = opt(4, "transformer blocks")` (a list is copied)."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def _base_type(tp):
     """Optional[X] -> (X, True); X -> (X, False)."""
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0], True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None)), True
     return tp, False
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def _convert(name: str, tp, text: str):
@@ -100,35 +97,58 @@ def _convert(name: str, tp, text: str):
     origin = typing.get_origin(tp)
     try:
         if origin in (list, tuple):
-            (item,) = typing.get_args(tp)[:1]
-            items = [_convert(name, item, t.strip()) for t in text.split(",") if t.strip()]
+            items = [_convert(name, typing.get_args(tp)[0], t.strip()) for t in text.split(",") if t.strip()]
             return items if origin is list else tuple(items)
         if tp is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            return _BOOLS[text.lower()]
         if tp is int:
             return int(float(text)) if re.fullmatch(r"[0-9.]+e[0-9]+", text) else int(text)
-        if tp is float:
-            return float(text)
         return tp(text)
-    except (ValueError, TypeError):
-        tname = getattr(tp, "__name__", str(tp))
-        raise UserError(f"--{name}: expected {tname}, got {text!r}") from None
+    except (KeyError, ValueError, TypeError):
+        raise UserError(f"--{name}: expected {getattr(tp, '__name__', tp)}, got {text!r}") from None
 
 
-def config_help(cls, doc: str | None = None) -> str:
-    comments = _field_comments(cls)
+class _ConfigFile(argparse.Action):
+    """--config FILE: the file's options (read by `type`), as if given at this point of the command line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        vars(namespace).update(values)
+
+
+class _Append(argparse.Action):
+    """A list flag: repeated, it appends (--ckpt a --ckpt b); its first use replaces a list from --config."""
+    given = False
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, (getattr(namespace, self.dest) if self.given else []) + values)
+        self.given = True
+
+
+def config_parser(cls, doc: str | None = None, presets: dict | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with a flag per field of the dataclass `cls`. It sets only the flags given, and never
+    prints or exits by itself, except for --help."""
+    epilog = None
+    if presets:
+        epilog = "presets (--preset=NAME sets these defaults; other flags override them):\n" + "\n".join(
+            f"  {name:<8} " + ", ".join(f"{k}={v}" for k, v in p.items()) for name, p in presets.items())
+    parser = argparse.ArgumentParser(description=doc, epilog=epilog, usage=argparse.SUPPRESS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+                                     allow_abbrev=False, exit_on_error=False, argument_default=argparse.SUPPRESS)
+    group = parser.add_argument_group("options (--name=value or --name value; bool flags alone mean true)")
+    group.add_argument("-h", "--help", action="help", help="show this help and exit")
+    group.add_argument("--config", metavar="FILE", type=lambda path: load_config_file(path, cls), action=_ConfigFile,
+                       help="JSON file of options; flags given after it override it")
     hints = typing.get_type_hints(cls)
-    lines = [doc.strip() if doc else "", "", "options (--name=value or --name value; bool flags alone mean true):"]
-    lines.append(f"  {'--config FILE':<28} JSON file of options; flags given after it override it")
     for f in fields(cls):
+        tp = _base_type(hints[f.name])[0]
+        if tp is bool:
+            kind = dict(nargs="?", const=True)  # alone it means true
+        else:
+            kind = dict(action=_Append if typing.get_origin(tp) is list else "store")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        tname = getattr(_base_type(hints[f.name])[0], "__name__", "")
-        lines.append(f"  --{f.name:<26} {comments.get(f.name, '')} [{tname}, default: {default}]")
-    return "\n".join(lines)
+        group.add_argument(f"--{f.name}", metavar=tp.__name__, type=functools.partial(_convert, f.name, hints[f.name]),
+                           help=f"{f.metadata.get('help', '')} [default: {default}]".replace("%", "%%"), **kind)
+    return parser
 
 
 def apply_preset(presets: dict, name: str) -> dict:
@@ -146,54 +166,20 @@ def preset_config(cls, presets: dict, name: str, **overrides):
 def parse_config(cls, argv: list[str] | None = None, doc: str | None = None, presets: dict | None = None):
     """Build a `cls` instance from command-line flags. With `presets`, `--preset=NAME` first sets that preset's
     values, then the other flags override them. Unknown flags and bad values raise UserError."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    values: dict = {}
-    if presets:
-        chosen = [a.split("=", 1)[1] if "=" in a else argv[j + 1] if j + 1 < len(argv) else ""
-                  for j, a in enumerate(argv) if a == "--preset" or a.startswith("--preset=")]
-        if chosen:
-            values.update(apply_preset(presets, chosen[-1]))
-        if doc is not None:
-            doc += "\n\npresets (--preset=NAME sets these defaults; other flags override them):\n" + "\n".join(
-                f"  {name:<8} " + ", ".join(f"{k}={v}" for k, v in p.items()) for name, p in presets.items())
-    repeated: set = set()  # flags seen on the command line
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("-h", "--help"):
-            print(config_help(cls, doc))
-            sys.exit(0)
-        if not arg.startswith("--"):
-            raise UserError(f"unexpected argument {arg!r}; options look like --name=value (see --help)")
-        key, eq, text = arg[2:].partition("=")
-        if key == "config":
-            if not eq:
-                i += 1
-                text = argv[i] if i < len(argv) else ""
-            values.update(load_config_file(text, cls))
-            i += 1
-            continue
-        if key not in names:
-            close = [n for n in names if n.startswith(key[:3])]
-            hint = f" (did you mean {', '.join('--' + c for c in sorted(close))}?)" if close else ""
-            raise UserError(f"unknown option --{key}{hint}; see --help")
-        tp = hints[key]
-        if not eq:
-            nxt = argv[i + 1] if i + 1 < len(argv) else None
-            if _base_type(tp)[0] is bool and (nxt is None or nxt.startswith("--")):
-                text = "true"
-            elif nxt is None:
-                raise UserError(f"--{key} needs a value")
-            else:
-                text, i = nxt, i + 1
-        value = _convert(key, tp, text)
-        if key in repeated and typing.get_origin(_base_type(tp)[0]) is list:
-            value = values[key] + value  # a repeated list flag appends: --ckpt a --ckpt b
-        values[key] = value
-        repeated.add(key)
-        i += 1
+    try:
+        args, rest = config_parser(cls, doc, presets).parse_known_args(sys.argv[1:] if argv is None else argv)
+    except argparse.ArgumentError as e:
+        raise UserError(f"{e.argument_name} needs a value" if "expected one" in e.message else str(e)) from None
+    if rest and not rest[0].startswith("--"):
+        raise UserError(f"unexpected argument {rest[0]!r}; options look like --name=value (see --help)")
+    if rest:
+        key = rest[0][2:].partition("=")[0]
+        close = sorted(f"--{f.name}" for f in fields(cls) if f.name.startswith(key[:3]))
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(f"unknown option --{key}{hint}; see --help")
+    values = vars(args)
+    if presets and "preset" in values:
+        values = {**apply_preset(presets, values["preset"]), **values}
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from common import UserError, run_main
+from common import UserError, opt, run_main
 
 MIN_OP, MAX_OP = 2, 30
 MAX_VALUE = 1000  # every quantity on the solution path is an integer in 1..MAX_VALUE
@@ -900,7 +900,8 @@ def _context_recipe(exposure_pct: float, b_ops: str) -> str:
 
 RECIPES: dict[str, tuple[str, str]] = {
     # pre-training (op 2..10), SPEC §2
-    "pretrain_uniform": ("ops=2:.11,3:.11,4:.11,5:.11,6:.11,7:.11,8:.11,9:.11,10:.12", "pre-training, ~uniform op 2-10"),
+    "pretrain_uniform": ("ops=2:.11,3:.11,4:.11,5:.11,6:.11,7:.11,8:.11,9:.11,10:.12",
+                         "pre-training, ~uniform op 2-10"),
     "pretrain_emh_235": ("ops=2:.06,3:.06,4:.08,5:.10,6:.10,7:.10,8:.16,9:.16,10:.18",
                          "easy/medium/hard (op 2-4/5-7/8-10) = 0.2/0.3/0.5"),
     "pretrain_emh_532": ("ops=2:.18,3:.16,4:.16,5:.10,6:.10,7:.10,8:.08,9:.06,10:.06",
@@ -1265,19 +1266,19 @@ def record_problem(rec: dict) -> str | None:
 
 @dataclass
 class Config:
-    recipe: str = ""  # a named recipe (see the list below) or a recipe spec; empty = use --ops/--contexts
-    ops: str = ""  # ad-hoc mixture: op range and weights, e.g. 2-20 or 2-10:.2,11-14:.8
-    contexts: str = PAPER_CONTEXTS  # ad-hoc mixture: contexts, e.g. zoo,teachers or zoo:.99,teachers:.01
-    modes: str = ""  # forward/reverse share, e.g. forward,reverse or forward:.8,reverse:.2 (overrides the recipe)
-    n: int = 1000  # number of distinct problems to write
-    seed: int = 0  # stream seed: problem i is a pure function of (seed, i)
-    split: str = "all"  # keep only problems whose id falls in this split: train, rl, val, test or all
-    out: str = ""  # output JSONL path (required)
-    workers: int = 1  # worker processes; the output does not depend on it
-    unknown_max: int = PAPER.unknown_max  # reverse mode: the unknown's value is drawn from 1..unknown_max
-    repair: bool = PAPER.repair  # repair a solution value out of range in place instead of redrawing the problem
-    valid_distractors: bool = PAPER.valid_distractors  # keep every distractor's value in range too
-    progress: bool = True  # show a progress bar
+    recipe: str = opt("", "a named recipe (see the list above) or a recipe spec; empty = use --ops/--contexts")
+    ops: str = opt("", "ad-hoc mixture: op range and weights, e.g. 2-20 or 2-10:.2,11-14:.8")
+    contexts: str = opt(PAPER_CONTEXTS, "ad-hoc mixture: contexts, e.g. zoo,teachers or zoo:.99,teachers:.01")
+    modes: str = opt("", "forward/reverse share, e.g. forward,reverse or forward:.8,reverse:.2 (overrides the recipe)")
+    n: int = opt(1000, "number of distinct problems to write")
+    seed: int = opt(0, "stream seed: problem i is a pure function of (seed, i)")
+    split: str = opt("all", "keep only problems whose id falls in this split: train, rl, val, test or all")
+    out: str = opt("", "output JSONL path (required)")
+    workers: int = opt(1, "worker processes; the output does not depend on it")
+    unknown_max: int = opt(PAPER.unknown_max, "reverse mode: the unknown's value is drawn from 1..unknown_max")
+    repair: bool = opt(PAPER.repair, "repair a solution value out of range in place instead of redrawing the problem")
+    valid_distractors: bool = opt(PAPER.valid_distractors, "keep every distractor's value in range too")
+    progress: bool = opt(True, "show a progress bar")
 
 
 def recipe_listing() -> str:

@@ -964,34 +964,40 @@ def plot_by_op(reports: dict[str, dict], path, metric: str = "verified") -> None
     plt.close(fig)
 
 
+def opt(default, help: str):
+    """A config field with its --help text, like common.opt: importing common here would load torch at import."""
+    kind = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return field(**kind, metadata={"help": help})
+
+
 @dataclass
 class Config:
-    ckpt: list[str] = field(default_factory=list)  # checkpoint file or run folder; repeat to compare several
-    label: list[str] = field(default_factory=list)  # a name per checkpoint (default: its folder name)
-    data: str = ""  # problems from this JSONL file ...
-    recipe: str = "eval_2_20"  # ... or drawn from this datagen recipe (name or spec)
-    problems: int = 200  # problems drawn from the recipe (with --data: the first N, 0 = all)
-    split: str = "test"  # datagen split of the recipe's problems
-    data_seed: int = 0  # datagen seed of the recipe's problems
-    n: int = 16  # samples per problem (paper: 128)
-    temperature: float = 0.7  # sampling temperature (paper: 0.7); 0 = greedy
-    top_p: float = 1.0  # nucleus sampling
-    top_k: int = 0  # top-k sampling (0 = off)
-    max_new_tokens: int = 512  # longest completion (paper: 1024); cut at the model's context if longer
-    seed: int = 0  # sampling seed
-    batch_rows: int = 1024  # rows (prompts x samples) per sampler call
-    bands: str = "ID=2-10,edge=11-14,hard=15-20"  # op bands of the report (the paper's)
-    out_dir: str = "runs/eval"  # results.json, results.md, samples_<label>.jsonl, pass@k plots
-    keep_text: int = 2  # completions kept per problem in samples_<label>.jsonl (the verdicts are all kept)
-    show_mistakes: int = 3  # mistakes printed in plain words per checkpoint
-    device: str = "auto"  # auto (cuda if available), cuda or cpu
-    dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
-    select_edge: bool = False  # write the edge-of-competence subset of the problems (one checkpoint)
-    edge_out: str = ""  # where the selected records go ('' = out_dir/edge.jsonl)
-    edge_max_pass1: float = 0.5  # keep problems whose per-problem pass@1 is at most this ...
-    edge_k: int = 0  # ... and whose pass@k (0: k = n) ...
-    edge_min_passk: float = 1e-9  # ... is at least this (default: solved at least once)
-    edge_metric: str = "verified"  # what counts as solved for the selection: verified or answer_correct
+    ckpt: list[str] = opt([], "checkpoint file or run folder; repeat to compare several")
+    label: list[str] = opt([], "a name per checkpoint (default: its folder name)")
+    data: str = opt("", "problems from this JSONL file ...")
+    recipe: str = opt("eval_2_20", "... or drawn from this datagen recipe (name or spec)")
+    problems: int = opt(200, "problems drawn from the recipe (with --data: the first N, 0 = all)")
+    split: str = opt("test", "datagen split of the recipe's problems")
+    data_seed: int = opt(0, "datagen seed of the recipe's problems")
+    n: int = opt(16, "samples per problem (paper: 128)")
+    temperature: float = opt(0.7, "sampling temperature (paper: 0.7); 0 = greedy")
+    top_p: float = opt(1.0, "nucleus sampling")
+    top_k: int = opt(0, "top-k sampling (0 = off)")
+    max_new_tokens: int = opt(512, "longest completion (paper: 1024); cut at the model's context if longer")
+    seed: int = opt(0, "sampling seed")
+    batch_rows: int = opt(1024, "rows (prompts x samples) per sampler call")
+    bands: str = opt("ID=2-10,edge=11-14,hard=15-20", "op bands of the report (the paper's)")
+    out_dir: str = opt("runs/eval", "results.json, results.md, samples_<label>.jsonl, pass@k plots")
+    keep_text: int = opt(2, "completions kept per problem in samples_<label>.jsonl (the verdicts are all kept)")
+    show_mistakes: int = opt(3, "mistakes printed in plain words per checkpoint")
+    device: str = opt("auto", "auto (cuda if available), cuda or cpu")
+    dtype: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16")
+    select_edge: bool = opt(False, "write the edge-of-competence subset of the problems (one checkpoint)")
+    edge_out: str = opt("", "where the selected records go ('' = out_dir/edge.jsonl)")
+    edge_max_pass1: float = opt(0.5, "keep problems whose per-problem pass@1 is at most this ...")
+    edge_k: int = opt(0, "... and whose pass@k (0: k = n) ...")
+    edge_min_passk: float = opt(1e-9, "... is at least this (default: solved at least once)")
+    edge_metric: str = opt("verified", "what counts as solved for the selection: verified or answer_correct")
 
 
 def main(cfg) -> dict:

@@ -42,7 +42,7 @@ import evaluate
 import model as model_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, plot_lines,
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, opt, plot_lines,
                     print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main, save_json,
                     save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir, step_line,
                     truncate_logs, wrap_for_training)
@@ -51,54 +51,54 @@ from common import (Logger, UserError, atomic_write, autocast_for, check_finite,
 @dataclass
 class Config:
     # --- run
-    preset: str = "tiny"  # scale preset that sets the defaults below: micro / tiny / small / paper
-    out_dir: str = "runs/grpo-tiny"  # checkpoints, logs and plots go here
-    init_from: str = "runs/pretrain-tiny"  # policy and frozen reference model start from this checkpoint
-    resume: bool = False  # continue the run in out_dir from its latest checkpoint
-    overwrite: bool = False  # start afresh in an out_dir that holds another run, deleting its checkpoints and logs
-    seed: int = 0  # prompt order, sampling, reward noise
-    device: str = "auto"  # auto (cuda if available), cuda or cpu
-    dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
-    compile: bool = False  # torch.compile the policy for the update passes
+    preset: str = opt("tiny", "scale preset that sets the defaults below: micro / tiny / small / paper")
+    out_dir: str = opt("runs/grpo-tiny", "checkpoints, logs and plots go here")
+    init_from: str = opt("runs/pretrain-tiny", "policy and frozen reference model start from this checkpoint")
+    resume: bool = opt(False, "continue the run in out_dir from its latest checkpoint")
+    overwrite: bool = opt(False, "start afresh in an out_dir that holds another run, deleting its checkpoints and logs")
+    seed: int = opt(0, "prompt order, sampling, reward noise")
+    device: str = opt("auto", "auto (cuda if available), cuda or cpu")
+    dtype: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16")
+    compile: bool = opt(False, "torch.compile the policy for the update passes")
     # --- prompts
-    pool: str = "ops=4-5 contexts=zoo"  # RL prompts: datagen recipe (name or spec; split rl) or .jsonl of records
-    pool_size: int = 2048  # distinct prompts: drawn from a recipe, or a .jsonl's first (scarce-data studies: 8, 64)
-    pool_seed: int = 0  # datagen seed of a recipe pool
-    reselect_every: int = 0  # every K steps keep only edge-of-competence prompts of the pool (0 = static pool)
-    reselect_n: int = 8  # samples per prompt when re-selecting
-    eval_data: str = ""  # held-out prompts for evaluation: recipe or .jsonl ('' = the pool recipe, split test)
-    eval_problems: int = 32  # held-out problems evaluated every eval_every steps
-    eval_n: int = 4  # samples per held-out problem for the small-n pass@k (verified)
+    pool: str = opt("ops=4-5 contexts=zoo", "RL prompts: datagen recipe (name or spec; split rl) or .jsonl of records")
+    pool_size: int = opt(2048, "distinct prompts: drawn from a recipe, or a .jsonl's first (scarce data: 8, 64)")
+    pool_seed: int = opt(0, "datagen seed of a recipe pool")
+    reselect_every: int = opt(0, "every K steps keep only edge-of-competence prompts of the pool (0 = static pool)")
+    reselect_n: int = opt(8, "samples per prompt when re-selecting")
+    eval_data: str = opt("", "held-out prompts for evaluation: recipe or .jsonl ('' = the pool recipe, split test)")
+    eval_problems: int = opt(32, "held-out problems evaluated every eval_every steps")
+    eval_n: int = opt(4, "samples per held-out problem for the small-n pass@k (verified)")
     # --- rollouts
-    prompts_per_step: int = 16  # prompts per step, all processes together (paper 1024)
-    group_size: int = 8  # samples per prompt (paper 6)
-    temperature: float = 1.0  # sampling temperature for rollouts
-    top_p: float = 1.0  # nucleus sampling for rollouts
-    max_new_tokens: int = 160  # response length limit (paper 1024)
+    prompts_per_step: int = opt(16, "prompts per step, all processes together (paper 1024)")
+    group_size: int = opt(8, "samples per prompt (paper 6)")
+    temperature: float = opt(1.0, "sampling temperature for rollouts")
+    top_p: float = opt(1.0, "nucleus sampling for rollouts")
+    max_new_tokens: int = opt(160, "response length limit (paper 1024)")
     # --- objective
-    reward: str = "outcome"  # outcome / process / strict (SPEC §5)
-    alpha: float = 0.2  # outcome weight inside the process reward
-    reward_noise: float = 0.0  # flip each binary reward with this probability (weak supervision)
-    pseudo_label: str = "gold"  # gold, or majority: the group's most common answer stands in for the gold one
-    adv_norm: str = "std"  # std (GRPO) or mean (Dr. GRPO); see the module docstring
-    loss_agg: str = "token"  # token / seq / constant; see the module docstring
-    clip_eps: float = 0.2  # PPO clip range
-    kl_coef: float = 1e-3  # weight of the k3 KL(policy || reference) term
-    entropy_coef: float = 0.0  # entropy bonus (0 = none, as in the paper)
-    minibatches: int = 4  # optimizer updates per rollout batch (1 epoch over it)
-    micro_rows: int = 32  # rows per forward/backward per process
-    lr: float = 5e-5  # constant learning rate (paper: 1e-6)
-    weight_decay: float = 0.01  # AdamW weight decay
-    beta1: float = 0.9  # AdamW beta1
-    beta2: float = 0.999  # AdamW beta2
-    grad_clip: float = 1.0  # max global gradient norm
-    max_steps: int = 20  # RL steps
+    reward: str = opt("outcome", "outcome / process / strict (SPEC §5)")
+    alpha: float = opt(0.2, "outcome weight inside the process reward")
+    reward_noise: float = opt(0.0, "flip each binary reward with this probability (weak supervision)")
+    pseudo_label: str = opt("gold", "gold, or majority: the group's most common answer stands in for the gold one")
+    adv_norm: str = opt("std", "std (GRPO) or mean (Dr. GRPO); see the module docstring")
+    loss_agg: str = opt("token", "token / seq / constant; see the module docstring")
+    clip_eps: float = opt(0.2, "PPO clip range")
+    kl_coef: float = opt(1e-3, "weight of the k3 KL(policy || reference) term")
+    entropy_coef: float = opt(0.0, "entropy bonus (0 = none, as in the paper)")
+    minibatches: int = opt(4, "optimizer updates per rollout batch (1 epoch over it)")
+    micro_rows: int = opt(32, "rows per forward/backward per process")
+    lr: float = opt(5e-5, "constant learning rate (paper: 1e-6)")
+    weight_decay: float = opt(0.01, "AdamW weight decay")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.999, "AdamW beta2")
+    grad_clip: float = opt(1.0, "max global gradient norm")
+    max_steps: int = opt(20, "RL steps")
     # --- logging and checkpoints
-    log_every: int = 1  # steps between log lines
-    eval_every: int = 10  # steps between held-out evaluations (and at the start and end)
-    episodes: int = 2  # episodes appended to episodes.jsonl at each evaluation
-    ckpt_every: int = 10  # steps between checkpoints (and at the end)
-    keep_last: int = 2  # step checkpoints kept besides final.pt
+    log_every: int = opt(1, "steps between log lines")
+    eval_every: int = opt(10, "steps between held-out evaluations (and at the start and end)")
+    episodes: int = opt(2, "episodes appended to episodes.jsonl at each evaluation")
+    ckpt_every: int = opt(10, "steps between checkpoints (and at the end)")
+    keep_last: int = opt(2, "step checkpoints kept besides final.pt")
 
 
 PRESETS = {

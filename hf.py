@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import UserError, run_main
+from common import UserError, opt, run_main
 from model import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, ModelConfig, Transformer, load_model, model_from_state,
                    strip_prefixes, unwrap)
 
@@ -195,9 +195,9 @@ def import_hf(hf_dir: str | Path, device="cpu") -> Transformer:
 
 @dataclass
 class CLIConfig:
-    ckpt: str = ""  # checkpoint file or run folder to export
-    out: str = ""  # folder to write (config.json, model.safetensors and, with --tokenizer, the tokenizer)
-    tokenizer: str = ""  # tokenizer.json to include in the export
+    ckpt: str = opt("", "checkpoint file or run folder to export")
+    out: str = opt("", "folder to write (config.json, model.safetensors and, with --tokenizer, the tokenizer)")
+    tokenizer: str = opt("", "tokenizer.json to include in the export")
 
 
 def main(cfg: CLIConfig):

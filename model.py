@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import UserError, load_checkpoint, run_main
+from common import UserError, load_checkpoint, opt, run_main
 
 # Special token ids of the project's tokenizer; the HF export (hf.py) checks the tokenizer agrees.
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -631,7 +631,7 @@ def load_model(path: str | Path, device="cpu") -> Transformer:
 
 @dataclass
 class CLIConfig:
-    preset: str = "paper"  # preset to describe: its config and training FLOPs per token
+    preset: str = opt("paper", "preset to describe: its config and training FLOPs per token")
 
 
 def main(cfg: CLIConfig):

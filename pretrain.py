@@ -37,59 +37,59 @@ import datagen
 import model as model_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json, parse_bands,
-                    peak_flops, plot_lines, print_config, read_log, require_positive, resume_changes, rng_state,
-                    run_info, run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist,
-                    start_run_dir, step_line, truncate_logs, wrap_for_training)
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json, opt,
+                    parse_bands, peak_flops, plot_lines, print_config, read_log, require_positive, resume_changes,
+                    rng_state, run_info, run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state,
+                    setup_dist, start_run_dir, step_line, truncate_logs, wrap_for_training)
 
 
 @dataclass
 class Config:
     # --- run
-    preset: str = "tiny"  # scale preset that sets the defaults below: micro / tiny / small / paper
-    out_dir: str = "runs/pretrain-tiny"  # checkpoints, logs and plots go here
-    seed: int = 0  # model initialization and data order
-    device: str = "auto"  # auto (cuda if available), cuda or cpu
-    dtype: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
-    compile: bool = False  # torch.compile the model
+    preset: str = opt("tiny", "scale preset that sets the defaults below: micro / tiny / small / paper")
+    out_dir: str = opt("runs/pretrain-tiny", "checkpoints, logs and plots go here")
+    seed: int = opt(0, "model initialization and data order")
+    device: str = opt("auto", "auto (cuda if available), cuda or cpu")
+    dtype: str = opt("auto", "auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16")
+    compile: bool = opt(False, "torch.compile the model")
     # --- model
-    model: str = "tiny"  # model preset from model.py (micro / tiny / small / paper)
-    model_args: str = ""  # model overrides, e.g. n_layer=6,n_embd=256
-    init_from: str = ""  # mid-training: start from this checkpoint (file or run folder); new optimizer and schedule
-    resume: bool = False  # continue the run in out_dir from its latest checkpoint (exact: same losses)
-    overwrite: bool = False  # start afresh in an out_dir that holds another run, deleting its checkpoints and logs
+    model: str = opt("tiny", "model preset from model.py (micro / tiny / small / paper)")
+    model_args: str = opt("", "model overrides, e.g. n_layer=6,n_embd=256")
+    init_from: str = opt("", "mid-training from this checkpoint (file or run folder); new optimizer and schedule")
+    resume: bool = opt(False, "continue the run in out_dir from its latest checkpoint (exact: same losses)")
+    overwrite: bool = opt(False, "start afresh in an out_dir that holds another run, deleting its checkpoints and logs")
     # --- data
-    recipe: str = "ops=2-3 contexts=zoo"  # datagen recipe name or spec for the training data
-    modes: str = ""  # forward/reverse share for the recipe, e.g. forward:0.8,reverse:0.2 ('' = the recipe's)
-    train_problems: int = 60_000  # distinct training problems (split train) packed into shards; looped if needed
-    val_problems: int = 256  # held-out problems of the same recipe (split val) for the validation loss
-    data_seed: int = 0  # datagen stream seed
-    data_dir: str = ""  # where shards and val data live ('' = out_dir/data); built if missing
-    tokenizer: str = ""  # tokenizer.json ('' = the init checkpoint's, else data_dir/tokenizer.json, trained if missing)
-    tokenizer_problems: int = 20_000  # problems to train a missing tokenizer on (all contexts, op 2-20, both modes)
-    vocab_size: int = 1024  # tokenizer vocabulary = model embedding rows (paper: 2200)
-    seq_len: int = 512  # tokens per packed row (at most the model's max_seq_len)
-    doc_mask: bool = True  # attend only within each packed sample, positions restarting per sample (as at sampling)
-    loss_on: str = "all"  # all: every token of the text (the paper) | solution: only what follows <solution>
-    workers: int = 1  # processes for data generation
+    recipe: str = opt("ops=2-3 contexts=zoo", "datagen recipe name or spec for the training data")
+    modes: str = opt("", "forward/reverse share for the recipe, e.g. forward:0.8,reverse:0.2 ('' = the recipe's)")
+    train_problems: int = opt(60_000, "distinct training problems (split train) packed into shards; looped if needed")
+    val_problems: int = opt(256, "held-out problems of the same recipe (split val) for the validation loss")
+    data_seed: int = opt(0, "datagen stream seed")
+    data_dir: str = opt("", "where shards and val data live ('' = out_dir/data); built if missing")
+    tokenizer: str = opt("", "tokenizer.json ('' = the init checkpoint's, else data_dir's, trained if missing)")
+    tokenizer_problems: int = opt(20_000, "problems to train a missing tokenizer (all contexts, op 2-20, both modes)")
+    vocab_size: int = opt(1024, "tokenizer vocabulary = model embedding rows (paper: 2200)")
+    seq_len: int = opt(512, "tokens per packed row (at most the model's max_seq_len)")
+    doc_mask: bool = opt(True, "attend only within each packed sample, its positions starting at 0 (as at sampling)")
+    loss_on: str = opt("all", "all: every token of the text (the paper) | solution: only what follows <solution>")
+    workers: int = opt(1, "processes for data generation")
     # --- optimization (SPEC §7 at paper scale)
-    max_steps: int = 2200  # optimizer steps
-    batch_tokens: int = 4096  # tokens per optimizer step, all processes and micro-batches together
-    micro_rows: int = 8  # rows per forward/backward per process; accumulation = batch_tokens / (rows*seq_len*procs)
-    lr: float = 2e-3  # peak learning rate
-    min_lr: float = 2e-4  # cosine floor
-    warmup_frac: float = 0.05  # share of max_steps spent warming up linearly
-    lr_decay_steps: int = 0  # length of the cosine schedule (0 = max_steps)
-    weight_decay: float = 0.1  # AdamW weight decay on matrices and embeddings
-    beta1: float = 0.9  # AdamW beta1
-    beta2: float = 0.999  # AdamW beta2
-    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    max_steps: int = opt(2200, "optimizer steps")
+    batch_tokens: int = opt(4096, "tokens per optimizer step, all processes and micro-batches together")
+    micro_rows: int = opt(8, "rows per forward/backward per process; accumulation = batch_tokens/(rows*seq_len*procs)")
+    lr: float = opt(2e-3, "peak learning rate")
+    min_lr: float = opt(2e-4, "cosine floor")
+    warmup_frac: float = opt(0.05, "share of max_steps spent warming up linearly")
+    lr_decay_steps: int = opt(0, "length of the cosine schedule (0 = max_steps)")
+    weight_decay: float = opt(0.1, "AdamW weight decay on matrices and embeddings")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.999, "AdamW beta2")
+    grad_clip: float = opt(1.0, "max global gradient norm (0 = off)")
     # --- evaluation, logging, checkpoints
-    eval_every: int = 500  # steps between validation losses (and at the end)
-    log_every: int = 50  # steps between log lines
-    ckpt_every: int = 500  # steps between checkpoints (and at the end)
-    keep_last: int = 2  # step checkpoints kept besides final.pt
-    bands: str = "2-2,3-3"  # op bands for the validation report
+    eval_every: int = opt(500, "steps between validation losses (and at the end)")
+    log_every: int = opt(50, "steps between log lines")
+    ckpt_every: int = opt(500, "steps between checkpoints (and at the end)")
+    keep_last: int = opt(2, "step checkpoints kept besides final.pt")
+    bands: str = opt("2-2,3-3", "op bands for the validation report")
 
 
 PRESETS = {

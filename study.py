@@ -48,8 +48,8 @@ import datagen
 import evaluate
 import grpo
 import pretrain
-from common import (UserError, atomic_write, latest_checkpoint, load_json, markdown_table, plot_lines, preset_config,
-                    read_log, run_info, run_main, save_json, setup_dist)
+from common import (UserError, atomic_write, latest_checkpoint, load_json, markdown_table, opt, plot_lines,
+                    preset_config, read_log, run_info, run_main, save_json, setup_dist)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -410,7 +410,7 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
     for label, kw in PROCESS_VARIANTS.items():
-        name = "rl-edge" if label == "outcome" else "rl-edge-" + label.replace(" ", "").replace("=", "").replace(".", "")
+        name = "rl-edge" + ("" if label == "outcome" else "-" + "".join(c for c in label if c.isalnum()))
         job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label} reward", **kw))
         plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
@@ -1137,14 +1137,14 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass
 class Config:
-    study: str = "edge"  # edge / context / midtrain / process_reward / pretrain_exposure / crossover / weak_supervision / all
-    scale: str = "tiny"  # micro (smoke test) / tiny (CPU) / small (one GPU) / paper (SPEC §7)
-    runs_dir: str = "runs"  # models and evaluations go to runs_dir/<scale>/<job>/
-    reports_dir: str = "reports"  # the report goes to reports_dir/<study>-<scale>/
-    device: str = "auto"  # auto (cuda if available), cuda or cpu
-    workers: int = 1  # processes for data generation
-    train_procs: int = 1  # pre-training as this many DDP processes (torchrun); 2 suits a 2-core CPU
-    dry_run: bool = False  # print the jobs and exit
+    study: str = opt("edge", " / ".join([*STUDIES, "all"]))
+    scale: str = opt("tiny", "micro (smoke test) / tiny (CPU) / small (one GPU) / paper (SPEC §7)")
+    runs_dir: str = opt("runs", "models and evaluations go to runs_dir/<scale>/<job>/")
+    reports_dir: str = opt("reports", "the report goes to reports_dir/<study>-<scale>/")
+    device: str = opt("auto", "auto (cuda if available), cuda or cpu")
+    workers: int = opt(1, "processes for data generation")
+    train_procs: int = opt(1, "pre-training as this many DDP processes (torchrun); 2 suits a 2-core CPU")
+    dry_run: bool = opt(False, "print the jobs and exit")
 
 
 def lacks_bands(study: str, ctx: Context) -> bool:

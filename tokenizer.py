@@ -54,7 +54,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import datagen
-from common import UserError, atomic_write, config_dict, print_config, run_main, save_json, sweep_temporaries
+from common import UserError, atomic_write, config_dict, opt, print_config, run_main, save_json, sweep_temporaries
 
 # ----------------------------------------------------------------------------------------------------------------
 # Text format
@@ -576,22 +576,22 @@ def write_shards(tok, records, out_dir: str | Path, max_seq_len: int = 2048, row
 
 @dataclass
 class Config:
-    mode: str = "train"  # train: fit a tokenizer | encode: write packed shards | stats: token and packing statistics
-    recipe: str = ""  # records from this datagen recipe (a name or a spec, see `python datagen.py --help`) ...
-    data: str = ""  # ... or from this JSONL file of records (give one of --recipe / --data)
-    n: int = 0  # records: required with --recipe; with --data, 0 = the whole file, else its first n
-    seed: int = 0  # datagen stream seed (--recipe only)
-    split: str = "train"  # datagen split the records come from: train, rl, val, test or all (--recipe only)
-    workers: int = 1  # datagen worker processes (--recipe only; the records do not depend on it)
-    vocab_size: int = 2200  # train: the most tokens the vocabulary may have (= the model's embedding rows)
-    out: str = "runs/tok/tokenizer.json"  # train: where to write tokenizer.json (plus tokenizer.meta.json beside it)
-    tokenizer: str = ""  # encode / stats: the tokenizer.json to encode with
-    out_dir: str = ""  # encode: folder for shard_*.bin / shard_*.len / index.json
-    max_seq_len: int = 2048  # encode / stats: tokens per packed row
-    rows_per_shard: int = 16384  # encode: rows per .bin file (16384 x 2048 tokens x 2 bytes = 64 MiB)
-    batch_size: int = 1024  # records per encode_batch call
-    shards: str = ""  # stats: describe this shard folder (else encode --recipe / --data in memory and describe that)
-    progress: bool = True  # show progress bars
+    mode: str = opt("train", "train: fit a tokenizer | encode: write packed shards | stats: token and packing stats")
+    recipe: str = opt("", "records from this datagen recipe (a name or a spec, see `python datagen.py --help`) ...")
+    data: str = opt("", "... or from this JSONL file of records (give one of --recipe / --data)")
+    n: int = opt(0, "records: required with --recipe; with --data, 0 = the whole file, else its first n")
+    seed: int = opt(0, "datagen stream seed (--recipe only)")
+    split: str = opt("train", "datagen split the records come from: train, rl, val, test or all (--recipe only)")
+    workers: int = opt(1, "datagen worker processes (--recipe only; the records do not depend on it)")
+    vocab_size: int = opt(2200, "train: the most tokens the vocabulary may have (= the model's embedding rows)")
+    out: str = opt("runs/tok/tokenizer.json", "train: where tokenizer.json goes (plus tokenizer.meta.json beside it)")
+    tokenizer: str = opt("", "encode / stats: the tokenizer.json to encode with")
+    out_dir: str = opt("", "encode: folder for shard_*.bin / shard_*.len / index.json")
+    max_seq_len: int = opt(2048, "encode / stats: tokens per packed row")
+    rows_per_shard: int = opt(16384, "encode: rows per .bin file (16384 x 2048 tokens x 2 bytes = 64 MiB)")
+    batch_size: int = opt(1024, "records per encode_batch call")
+    shards: str = opt("", "stats: describe this shard folder (else encode --recipe / --data in memory and describe it)")
+    progress: bool = opt(True, "show progress bars")
 
 
 def _source(cfg: Config):
