@@ -63,6 +63,11 @@ TRIALS = {
               "218 failed op-2 samples of the chosen model have a step that reads the wrong quantity)",
               dict(ID_2_5, ladder=(2, 10), eval_max_new=192),
               dict(CHOSEN, bands="2-3,4-5", model_args=WIDE)),
+        Trial("op2-5-seq-20M", "as op2-5-6x192-20M on the tiny model, with sequential variable letters (a run of "
+              "consecutive letters from a random start, `letters=sequential`): greedy decoding of the 6x192 model "
+              "names every variable K, and sampled solutions reuse letters or bind them to the wrong quantity",
+              dict(ID_2_5, ladder=(2, 10), eval_max_new=192, data="operands=2 distractors=0.5 letters=sequential"),
+              dict(CHOSEN, bands="2-3,4-5")),
         Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op 2-5 plus a 3 % tail "
               "of op 6-8, 20M tokens, two DDP processes", study_runs=True),
     ],

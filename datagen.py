@@ -81,6 +81,8 @@ class Options:
     distractors: float = 1.0  # the mean number of distractor sentences at each op, times this (paper: 1)
     max_operands: int = 0  # cap on a solution sum's operands and on the types a total sums (0 = none, the paper's);
     #                        2 keeps every step type of op 6-10 within op 2-5 (SPEC §2, "Scale-downs")
+    letters: str = "random"  # the solution's variable letters: random distinct letters (the paper's) or sequential,
+    #                          a run of consecutive letters from a random start (recipe item `letters=sequential`)
 
 
 PAPER = Options()
@@ -459,7 +461,7 @@ def make_problem(rng: random.Random, op: int, ctx: Context, mode: str = "forward
     while True:
         pb = _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts)
         if pb is not None:
-            return render_problem(pb, rng)
+            return render_problem(pb, rng, opts.letters)
 
 
 class Problem:
@@ -554,7 +556,7 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts=PAP
                    values=values, forms=forms, is_agg=is_agg, tname=tname, pname=pname, unknown=unknown)
 
 
-def render_problem(pb: Problem, rng: random.Random) -> dict:
+def render_problem(pb: Problem, rng: random.Random, letter_order: str = "random") -> dict:
     """Write a problem as a record. Sentence order and variable letters come from `rng`; the id does not
     depend on them (it hashes the rules, names, numbers, mode and question)."""
     rand = rng.random
@@ -619,7 +621,11 @@ def render_problem(pb: Problem, rng: random.Random) -> dict:
             stack.pop()
             order.append(i)
     n_letters = sum(1 + max(0, len(parents[i]) - 2) + (kop[i] is not None) for i in range(n_sol))
-    letters = iter(_sample(rand, LETTERS, n_letters))
+    if letter_order == "sequential":  # each new variable takes the letter after the last one's, wrapping around
+        start = int(rand() * len(LETTERS))
+        letters = iter([LETTERS[(start + j) % len(LETTERS)] for j in range(n_letters)])
+    else:
+        letters = iter(_sample(rand, LETTERS, n_letters))
     var: list = [None] * n_sol
     val_s = [_fmt_form(*forms[i]) for i in range(n_sol)] if reverse else [str(v) for v in values[:n_sol]]
     steps = [REVERSE_PREAMBLE] if reverse else []
@@ -938,7 +944,12 @@ class Part:
 
 
 def _parse_option(key: str, text: str) -> dict:
-    """A recipe item that sets an Options field: `distractors=0.5` (a factor >= 0), `operands=2` (0 or >= 2)."""
+    """A recipe item that sets an Options field: `distractors=0.5` (a factor >= 0), `operands=2` (0 or >= 2),
+    `letters=sequential` (or random)."""
+    if key == "letters":
+        if text not in ("random", "sequential"):
+            raise UserError(f"recipe: letters={text!r} must be random (the paper's) or sequential")
+        return {"letters": text}
     try:
         value = float(text) if key == "distractors" else int(text)
     except ValueError:
@@ -1023,12 +1034,12 @@ def parse_recipe(spec: str, contexts: dict[str, Context] | None = None) -> list[
         options = {}
         for item in chunk.split():
             key, eq, val = item.partition("=")
-            if eq and key in ("distractors", "operands"):
+            if eq and key in ("distractors", "operands", "letters"):
                 options.update(_parse_option(key, val))
                 continue
             if not eq or key not in fields:
                 raise UserError(f"recipe: bad item {item!r} in {spec!r}; use ops=..., contexts=..., modes=... "
-                                f"(and the scale-downs distractors=..., operands=...)")
+                                f"(and the scale-downs distractors=..., operands=..., letters=...)")
             fields[key] = val
         if fields["ops"] is None:
             raise UserError(f"recipe: part {chunk!r} of {spec!r} has no ops=")

@@ -434,7 +434,8 @@ def test_scale_down_items_in_recipes():
     """`operands=2` caps every solution sum and total at two operands, `distractors=f` scales the distractor
     count; both keep the op exact, and the paper's values of both give the paper's stream, byte for byte."""
     plain = list(datagen.generate("ops=2-12 contexts=zoo modes=forward,reverse", 300, seed=4))
-    same = list(datagen.generate("ops=2-12 contexts=zoo modes=forward,reverse operands=0 distractors=1", 300, seed=4))
+    same = list(datagen.generate("ops=2-12 contexts=zoo modes=forward,reverse operands=0 distractors=1 "
+                                 "letters=random", 300, seed=4))
     assert plain == same
     capped = list(datagen.generate("ops=2-12 contexts=zoo modes=forward,reverse operands=2", 300, seed=4))
     assert max(len(n["parents"]) for r in plain for n in r["graph"]["nodes"]) > 2
@@ -448,10 +449,29 @@ def test_scale_down_items_in_recipes():
     assert dis(none) == 0 and 0.3 * dis(plain) < dis(fewer) < 0.7 * dis(plain)
 
 
+def test_sequential_letters():
+    """`letters=sequential`: each new variable takes the next letter of LETTERS (wrapping), from a random start;
+    the same problems as with random letters, and the verifier accepts every solution."""
+    import evaluate
+    plain = list(datagen.generate("ops=2-15 contexts=zoo modes=forward,reverse", 200, seed=5))
+    seq = list(datagen.generate("ops=2-15 contexts=zoo modes=forward,reverse letters=sequential", 200, seed=5))
+    assert [r["id"] for r in plain] == [r["id"] for r in seq]
+    starts = set()
+    for rec in seq:
+        used = {datagen.LETTERS.index(v) for v in re.findall(r"\b([A-Za-wyz]) =", rec["solution"])}
+        n = len(datagen.LETTERS)
+        run = [s for s in used if {(s + j) % n for j in range(len(used))} == used]  # one run of consecutive letters
+        assert len(run) == 1, rec["solution"]
+        starts.add(run[0])
+        assert evaluate.verify(rec, " " + rec["solution"] + " </solution> <answer> " + str(rec["answer"])
+                               + " </answer>")["verified"]
+    assert len(starts) > 20
+
+
 @pytest.mark.parametrize("spec", ["ops=2 operands=1", "ops=2 operands=x", "ops=2 distractors=-1",
-                                  "ops=2 distractors=nan"])
+                                  "ops=2 distractors=nan", "ops=2 letters=abc"])
 def test_bad_scale_down_items(spec):
-    with pytest.raises(UserError, match="operands|distractors"):
+    with pytest.raises(UserError, match="operands|distractors|letters"):
         datagen.parse_recipe(spec)
 
 
