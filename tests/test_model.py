@@ -58,6 +58,7 @@ def full_logprobs(model, rows):
 # ----------------------------------------------------------------------------------------------------------------
 # Config and size
 
+@pytest.mark.architecture
 def test_paper_preset_parameter_count():
     with torch.device("meta"):
         m = M.Transformer(M.config_from_preset("paper"))
@@ -115,6 +116,7 @@ def hf_model(hf_export):
     return hf.eval()
 
 
+@pytest.mark.architecture
 def test_hf_logits_and_loss_parity(model, hf_model):
     torch.manual_seed(1)
     idx = torch.randint(0, 2200, (3, 48))
@@ -125,6 +127,7 @@ def test_hf_logits_and_loss_parity(model, hf_model):
     assert abs(loss.item() - out.loss.item()) <= 1e-4
 
 
+@pytest.mark.architecture
 def test_hf_greedy_generation_parity(model, hf_model):
     prompts = [[2, 17, 400, 33, 21, 9], [2, 1500], [2, 7, 8, 1999]]  # mixed lengths: left padding on both sides
     L, new = max(map(len, prompts)), 16
@@ -142,6 +145,7 @@ def test_hf_greedy_generation_parity(model, hf_model):
     assert len(set(ours.tokens.flatten().tolist())) > 5  # the comparison is not trivially a repeated token
 
 
+@pytest.mark.architecture
 def test_import_hf_round_trip(model, hf_export):
     back = hf_io.import_hf(hf_export[0])
     assert back.config == model.config
@@ -149,6 +153,7 @@ def test_import_hf_round_trip(model, hf_export):
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
 
 
+@pytest.mark.architecture
 def test_hf_tokenizer_export(hf_export):
     transformers = pytest.importorskip("transformers")
     out, tok = hf_export
@@ -163,6 +168,7 @@ def test_hf_tokenizer_export(hf_export):
     assert config.tie_word_embeddings
 
 
+@pytest.mark.architecture
 def test_hf_tokenizer_with_other_pre_tokenizer(model, tmp_path, capsys):
     # transformers 5 loads any `qwen2` folder's tokenizer as Qwen2Tokenizer, replacing the pre-tokenizer; a
     # tokenizer that splits differently (here GPT-2-like: numbers in chunks of 3) is flagged at export, and
@@ -184,6 +190,7 @@ def test_hf_tokenizer_with_other_pre_tokenizer(model, tmp_path, capsys):
     assert exact(text)["input_ids"] == tok.encode(text).ids and exact.pad_token_id == M.PAD_ID
 
 
+@pytest.mark.architecture
 def test_hf_command_line(model, tmp_path, capsys):
     save_checkpoint(tmp_path / "final.pt", {"model": model.state_dict(),
                                             "model_config": dataclasses.asdict(model.config)})
@@ -196,6 +203,7 @@ def test_hf_command_line(model, tmp_path, capsys):
         hf_io.import_hf(tmp_path / "nothing")
 
 
+@pytest.mark.architecture
 def test_wrapped_models_are_unwrapped(model, tmp_path):
     compiled = torch.compile(model)  # nothing compiles until it is called; generate and export use the inner model
     out = M.generate(compiled, PROMPTS, max_new_tokens=4, temperature=0, eos_id=None)
