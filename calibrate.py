@@ -68,6 +68,10 @@ TRIALS = {
               "names every variable K, and sampled solutions reuse letters or bind them to the wrong quantity",
               dict(ID_2_5, ladder=(2, 10), eval_max_new=192, data="operands=2 distractors=0.5 letters=sequential"),
               dict(CHOSEN, bands="2-3,4-5")),
+        Trial("op2-7-seq-20M", "as op2-7-sol-d05-20M with sequential variable letters: op2-5-seq-20M still writes "
+              "about three steps above op 5; does a range up to op 7, learned better, give an edge at op 8-9?",
+              dict(bands={"ID": (2, 7)}, mix="2-3:.2,4-5:.3,6-7:.5", ladder=(2, 12),
+                   data="operands=2 distractors=0.5 letters=sequential"), dict(CHOSEN)),
         Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op 2-5 plus a 3 % tail "
               "of op 6-8, 20M tokens, two DDP processes", study_runs=True),
     ],
