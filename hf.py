@@ -24,10 +24,10 @@ import torch
 from common import UserError, opt, run_main
 from model import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, ModelConfig, Transformer, load_model, model_from_state,
                    strip_prefixes, unwrap)
+from tokenizer import SPECIAL_TOKENS
 
-# tokenizer_config.json names the special tokens by role; their ids are the model's
-ROLES = {"unk_token": ("[UNK]", UNK_ID), "pad_token": ("[PAD]", PAD_ID), "bos_token": ("[BOS]", BOS_ID),
-         "eos_token": ("[EOS]", EOS_ID)}
+# tokenizer_config.json names the special tokens by role: role -> the model's id (the token is SPECIAL_TOKENS[id])
+ROLES = {"unk_token": UNK_ID, "pad_token": PAD_ID, "bos_token": BOS_ID, "eos_token": EOS_ID}
 
 
 def hf_config(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
@@ -130,14 +130,14 @@ def _export_tokenizer(tokenizer, out: Path, cfg: ModelConfig):
             tokenizer = Tokenizer.from_file(str(tokenizer))
         except Exception as e:
             raise UserError(f"cannot read tokenizer {str(tokenizer)!r}: {e}") from None
-    want = dict(ROLES.values())
+    want = {SPECIAL_TOKENS[i]: i for i in ROLES.values()}
     got = {t: tokenizer.token_to_id(t) for t in want}
     if got != want:
         raise UserError(f"tokenizer special token ids {got} differ from the model's {want}")
     if tokenizer.get_vocab_size() > cfg.vocab_size:
         raise UserError(f"tokenizer has {tokenizer.get_vocab_size()} tokens but the model only {cfg.vocab_size}")
     tokenizer.save(str(out / "tokenizer.json"))
-    tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", **{role: tok for role, (tok, _) in ROLES.items()},
+    tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", **{role: SPECIAL_TOKENS[i] for role, i in ROLES.items()},
                "model_max_length": cfg.max_seq_len, "clean_up_tokenization_spaces": False}
     (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
     return tokenizer

@@ -708,7 +708,7 @@ def edge_verdict(base: dict, gain: tuple, gain_pass1: float, others: dict, k: in
     return ok, (f"RL on the edge pool changes edge-band pass@{k} by {pct(d)} points (SE {pct(se)}; needed >= "
                 f"{100 * c['gain_min']:.0f} and >= {c['gain_se']:g} SE) and pass@1 by {pct(gain_pass1)}; the other "
                 f"pools change it by " + ", ".join(f"{name} {pct(o)}" for name, o in others.items())
-                + f" (needed: under a third of the edge pool's).")
+                + " (needed: under a third of the edge pool's).")
 
 
 def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
