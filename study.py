@@ -90,21 +90,17 @@ SCALES = {
                    grpo=dict(preset="micro", max_steps=2, eval_every=2), eval_per_op=3, eval_n=2, eval_max_new=64,
                    crossover_n=4, context_ops=(2, 4), contexts="zoo", budget_rl_steps=2, weak_pool_sizes=(4,),
                    seconds_hint="about a minute"),
-    # 2 CPU cores, the best configuration of the sweep so far (reports/calibration-tiny; its base model has no edge
-    # yet): one context, op 2-5 weighted to the top as the paper's 2-10, the scale-downs in `notes`; no mixed pool
-    "tiny": Scale(bands={"ID": (2, 5)}, mix="2-3:.194,4:.291,5:.485,6-8:.03", data="operands=2 distractors=0.5",
-                  pools={}, ladder=(2, 10), rl_seeds=2, edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
+    # 2 CPU cores (reports/calibration-tiny): one context, op 2-6 weighted to the top as the paper's 2-10, the
+    # scale-downs in `notes`; no mixed pool
+    "tiny": Scale(bands={"ID": (2, 6)}, mix="2-3:.2,4-5:.3,6:.5", data="operands=2 distractors=0.5 letters=sequential",
+                  pools={}, ladder=(2, 12), rl_seeds=2, edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
-                  eval_max_new=192, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
-                  seconds_hint="pre-training ~29 minutes on 2 CPU cores; RL runs not yet timed at this scale",
+                  eval_max_new=256, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
+                  seconds_hint="pre-training ~30 minutes on 2 CPU cores; RL runs not yet timed at this scale",
                   notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
-                         "kind of step of op 6-10 occurs in op 2-5 (but differences: 0.03 % of op-5 problems, "
-                         "1-4 % of op 6-10); half the distractor sentences (`distractors=0.5`); the loss on solution "
-                         "tokens only (`--loss_on solution`); bf16.",
-                         "Deviation, on trial: a sparse tail of 3 % op 6-8 in pre-training (as in the paper's A.7 "
-                         "exposure study), meant to show the model longer solutions. Not shown necessary: without it "
-                         "(10M tokens) and with it (20M) the base model writes about three steps whatever the op and "
-                         "solves nothing above op 5 (reports/calibration-tiny).")),
+                         "kind of step above op 6 occurs in op 2-6; half the distractor sentences "
+                         "(`distractors=0.5`); variable letters in sequence from a random start "
+                         "(`letters=sequential`); the loss on solution tokens only (`--loss_on solution`); bf16.",)),
     "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
                    pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
