@@ -450,12 +450,13 @@ OUTPUT_NEUTRAL = ("resume", "overwrite", "device", "workers")  # settings that n
 
 
 def run_job(ctx: Context, job: Job, device: str) -> float:
-    """Run one job unless its output exists; returns the seconds it took (0 when reused)."""
+    """Run one job unless its output exists; returns the seconds it took (when reused: as recorded, else 0)."""
     out = ctx.run_dir(job.name)
     spec_path = out / "job.json"
     conf = {**job.config, "out_dir": str(out), "device": device}
-    if spec_path.exists():
-        old = load_json(spec_path, "job file").get("config", {})
+    recorded = load_json(spec_path, "job file") if spec_path.exists() else {}
+    if recorded:
+        old = recorded.get("config", {})
         changed = sorted(k for k in set(old) | set(conf) if k not in OUTPUT_NEUTRAL and old.get(k) != conf.get(k))
         if changed:
             raise UserError(f"{out} was made with other settings ({', '.join(changed)}); delete that folder to redo "
@@ -466,7 +467,7 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
         print(f"[{job.name}] done already, reusing {done}")
         if not spec_path.exists():  # run outside the study (e.g. its --dry_run command under torchrun)
             save_json(spec_path, spec)
-        return 0.0
+        return float(recorded.get("seconds", 0.0))
     out.mkdir(parents=True, exist_ok=True)
     save_json(spec_path, spec)
     if job.kind == "eval":

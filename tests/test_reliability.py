@@ -119,6 +119,16 @@ def test_5_workers_do_not_invalidate_finished_jobs(tmp_path, capsys):
     assert study.run_job(ctx, job, "cpu") == 0.0 and "done already" in capsys.readouterr().out
 
 
+def test_a_reused_job_reports_the_seconds_it_took_when_it_ran(tmp_path):
+    ctx = study.Context("micro", str(tmp_path), str(tmp_path / "reports"), workers=1)
+    job = ctx.base()
+    out = ctx.run_dir(job.name)
+    fake_checkpoint(out / "final.pt", 30)
+    common.save_json(out / "job.json", {"kind": "pretrain", "config": {**job.config, "out_dir": str(out),
+                                                                       "device": "cpu"}, "seconds": 1804.5})
+    assert study.run_job(ctx, job, "cpu") == 1804.5  # the report's timing, not the 0 s of reusing it
+
+
 @pytest.mark.parametrize("spec, message", [
     ("ops=2:inf,3", "must be a finite number"),
     ("ops=2:nan,3", "must be a finite number"),
