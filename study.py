@@ -95,7 +95,7 @@ SCALES = {
     "tiny": Scale(bands={"ID": (2, 6)}, mix="2-3:.2,4-5:.3,6:.5", data="operands=2 distractors=0.5 letters=sequential",
                   pools={}, ladder=(2, 12), rl_seeds=2, edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
-                  eval_max_new=256, crossover_n=64, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
+                  eval_max_new=256, crossover_n=256, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
                   seconds_hint="pre-training ~30 minutes on 2 CPU cores; RL runs not yet timed at this scale",
                   notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
                          "kind of step above op 6 occurs in op 2-6; half the distractor sentences "
@@ -768,18 +768,60 @@ def rl_reward_plot(ctx: Context, plan: Plan, path: Path) -> None:
                title=f"{plan.study} ({ctx.name} scale): reward during RL")
 
 
+# Yue et al.'s crossover, fixed before any run. Preconditions: at least `min_samples` samples per problem (else
+# the curves have no room to cross) and RL ahead of the base model at k=1 on the edge band by `lead_k1_min` and 2
+# standard errors (else RL sharpened nothing). Reproduced iff the base model then matches or beats RL at the
+# largest k; not reproduced iff RL is still ahead there by 2 standard errors; inconclusive in between.
+CROSSOVER_CRITERIA = {"min_samples": 256, "lead_k1_min": 0.05, "se": 2.0}
+
+
+def crossover_verdict(lead_1: tuple, lead_n: tuple, n: int) -> tuple[bool | None | str, str]:
+    """lead_1, lead_n: (mean, SE) of RL minus base pass@1 and pass@n on the edge band, paired over problems."""
+    c = CROSSOVER_CRITERIA
+    (d1, se1), (dn, sen) = lead_1, lead_n
+    said = (f"on the edge band RL leads the base model by {pct(d1)} points (SE {pct(se1)}) at k=1 and by {pct(dn)} "
+            f"(SE {pct(sen)}) at k={n}")
+    if n < c["min_samples"]:
+        return "precondition", f"{n} samples per problem, fewer than the {c['min_samples']} the curves need to cross."
+    if d1 != d1 or dn != dn:
+        return None, "no problems to compare."
+    if d1 < c["lead_k1_min"] or d1 < c["se"] * se1:
+        return "precondition", (said + f"; RL must lead at k=1 by >= {100 * c['lead_k1_min']:.0f} points and "
+                                f"{c['se']:g} SE for there to be anything to cross.")
+    ok = True if dn <= 0 else (False if dn >= c["se"] * sen else None)
+    return ok, said + {True: ": the curves cross.", False: ": RL is still ahead at the largest k.",
+                       None: ": the curves meet within the noise."}[ok]
+
+
 def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
-    sc = ctx.sc
-    n = sc.crossover_n
+    n = ctx.sc.crossover_n
     ks = evaluate.default_ks(n)
     table, numbers = pass_table(ctx, plan, ctx.bands, ks)
     lines = ["## pass@k (verified) by band", "", table, ""]
     crossings = {band: [numbers["RL edge"][band][k] - numbers["base"][band][k] for k in ks] for band in ctx.bands}
-    d1, dn = crossings["edge"][0], crossings["edge"][-1]
-    ok = None if d1 != d1 else (d1 > 0 and dn < d1)
-    lines.append(verdict_line(ok, f"on the edge band RL leads the base model by {pct(d1)} points at k=1 and by "
-                                  f"{pct(dn)} at k={n}" + (" -- the gap closes as k grows." if ok else ".")))
+    lo, hi = ctx.bands["edge"]
+    pp_rl, pp_base = (eval_results(ctx, plan.evals[label])[1] for label in ("RL edge", "base"))
+    lead = {k: paired_delta(band_pass(pp_rl, lo, hi, k), band_pass(pp_base, lo, hi, k))[:2] for k in (1, n)}
+    lines.append(verdict_line(*crossover_verdict(lead[1], lead[n], n)))
     return lines, {"pass_at_k": numbers, "rl_minus_base": crossings}
+
+
+# F2, fixed before any run: after RL, the models whose pre-training showed context B at >= 1 % must solve B above its
+# lowest op better than those that saw it at 0 or 0.1 %, by at least `gap_min` (mean pass@n over those ops).
+# Inconclusive when no model solves B there at all (RL transferred nothing to compare).
+CONTEXT_CRITERIA = {"gap_min": 0.10}
+
+
+def context_verdict(beyond: list[float]) -> tuple[bool | None, str]:
+    """beyond: mean pass@n on B above its lowest op, one per exposure in CONTEXT_EXPOSURES (after RL)."""
+    said = "mean pass@n on B above the lowest op: " + ", ".join(
+        f"{e:g}% exposure {pct(v)}" for e, v in zip(CONTEXT_EXPOSURES, beyond))
+    if not any(v > 0 for v in beyond):
+        return None, said + "; no model solves B there."
+    gap = min(v for e, v in zip(CONTEXT_EXPOSURES, beyond) if e >= 1) - max(
+        v for e, v in zip(CONTEXT_EXPOSURES, beyond) if e < 1)
+    return gap >= CONTEXT_CRITERIA["gap_min"], (said + f"; >= 1 % exposure leads < 1 % by {pct(gap)} points "
+                                                f"(needed >= {100 * CONTEXT_CRITERIA['gap_min']:.0f}).")
 
 
 def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
@@ -794,12 +836,7 @@ def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     lines = [f"## pass@{n} (verified) on context B by op, after RL", "",
              markdown_table(["pre-training exposure of B", *[f"op {op}" for op in range(lo, hi + 1)]], rows), ""]
     beyond = {label: sum(v for op, v in by_op.items() if op > lo) / max(1, hi - lo) for label, by_op in numbers.items()}
-    labels = list(numbers)
-    ok = None  # inconclusive unless some model solves B beyond its lowest op
-    if len(labels) == 4 and any(beyond.values()):
-        ok = max(beyond[labels[0]], beyond[labels[1]]) < min(beyond[labels[2]], beyond[labels[3]])
-    lines.append(verdict_line(ok, "mean pass@n on B above the lowest op: " + ", ".join(
-        f"{k}: {pct(v)}" for k, v in beyond.items()) + "."))
+    lines.append(verdict_line(*context_verdict(list(beyond.values()))))
     topo = topology_analysis(ctx, plan)
     lines += ["", "## Replication or creation", "",
               "For verified context-B solutions: the share whose solution-graph topology is isomorphic to a "
@@ -870,6 +907,29 @@ def topology_analysis(ctx: Context, plan: Plan, per_op: int = 30, a_graphs: int 
     return rows
 
 
+# F3, fixed before any run: the best mid-training + RL split must beat spending the whole budget on RL on OOD-hard
+# pass@n by 2 standard errors (paired over problems) to reproduce; it fails to reproduce only when even its upper
+# bound (mean + 2 SE) stays below the paper's gain (+10.8 points on average); inconclusive in between, and when no
+# model solves the hard band at all.
+MIDTRAIN_CRITERIA = {"se": 2.0, "paper_gain": 0.108}
+
+
+def midtrain_verdict(best: str, gain: tuple, solved: float, n: int) -> tuple[bool | None, str]:
+    """best: the split with the largest gain; gain: its (mean, SE) OOD-hard pass@n minus full RL's; solved: the
+    best mean OOD-hard pass@n of any model."""
+    c = MIDTRAIN_CRITERIA
+    d, se = gain
+    said = (f"the best mid-training + RL split ({best}) changes OOD-hard pass@{n} by {pct(d)} points (SE {pct(se)}) "
+            "against spending the whole budget on RL")
+    if not solved > 0 or se != se:
+        return None, said + "; no model solves the hard band, so there is nothing to compare."
+    if d > 0 and d >= c["se"] * se:
+        return True, said + "."
+    if d + c["se"] * se < c["paper_gain"]:
+        return False, said + f"; even +{c['se']:g} SE stays below the paper's +{100 * c['paper_gain']:.1f}."
+    return None, said + "; within the noise of both no effect and the paper's."
+
+
 def report_midtrain(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n = sc.eval_n
@@ -885,11 +945,31 @@ def report_midtrain(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
     mixed = {k: v for k, v in deltas.items() if k not in ("beta=0",)}
     best = max(mixed, key=lambda k: mixed[k][0])
-    d, se, _ = mixed[best]
-    ok = None if se != se else d > 2 * se
-    lines.append(verdict_line(ok, f"the best mid-training + RL split ({best}) changes OOD-hard pass@{n} by "
-                                  f"{pct(d)} points (SE {pct(se)}) against spending the whole budget on RL."))
+    solved = max(mean_se(list(band_pass(eval_results(ctx, job)[1], lo, hi, n).values()))[0]
+                 for job in plan.evals.values())
+    lines.append(verdict_line(*midtrain_verdict(best, mixed[best][:2], solved, n)))
     return lines, {"pass_at_k": numbers, "hard_deltas_vs_full_rl": deltas}
+
+
+# F4, fixed before any run. Precondition: the outcome-reward model hacks -- at least `outcome_hacked_min` of its
+# right answers on the edge band have unverified steps. Reproduced iff every process-aware reward leaves a smaller
+# hacked share than the outcome reward and they raise OOD-hard pass@n on average.
+PROCESS_CRITERIA = {"outcome_hacked_min": 0.05}
+
+
+def process_reward_verdict(hacked: dict, hard_gain: float, n: int) -> tuple[bool | None | str, str]:
+    """hacked: {reward: hacked share of right answers on the edge band}, with "outcome"; hard_gain: the mean
+    OOD-hard pass@n change of the process-aware rewards against the outcome reward."""
+    said = (f"hacked share of right answers on the edge band: {', '.join(f'{k} {pct(v)}' for k, v in hacked.items())}"
+            f"; process-aware rewards change OOD-hard pass@{n} by {pct(hard_gain)} points on average")
+    if any(v != v for v in hacked.values()):
+        return None, said + " (a model with no right answers has no hacked share)."
+    floor = PROCESS_CRITERIA["outcome_hacked_min"]
+    if hacked["outcome"] < floor:
+        return "precondition", (said + f"; the outcome reward must hack >= {100 * floor:.0f} % for there to be "
+                                "hacking to remove.")
+    lower = all(v < hacked["outcome"] for k, v in hacked.items() if k != "outcome")
+    return lower and hard_gain > 0, said + "."
 
 
 def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
@@ -912,13 +992,8 @@ def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
              markdown_table(["reward", f"Δ pass@{n}", "SE", "problems"],
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
     edge_h = {k: v["edge"] for k, v in hacked.items() if k != "base"}
-    less_hacking = all(edge_h[k] <= edge_h["outcome"] for k in edge_h if k != "outcome")
     better = sum(d for d, _, _ in deltas.values()) / max(1, len(deltas))
-    # inconclusive when a share is undefined (no right answers) or the outcome reward hacks nothing to lower
-    ok = None if any(v != v for v in edge_h.values()) or not edge_h["outcome"] else (less_hacking and better >= 0)
-    lines.append(verdict_line(ok, f"process-aware rewards {'lower' if less_hacking else 'do not lower'} the hacked "
-                                  f"share on the edge band ({', '.join(f'{k} {pct(v)}' for k, v in edge_h.items())}) "
-                                  f"and change OOD-hard pass@{n} by {pct(better)} points on average."))
+    lines.append(verdict_line(*process_reward_verdict(edge_h, better, n)))
     return lines, {"pass_at_k": numbers, "hacked_of_right": hacked, "hard_deltas_vs_outcome": deltas}
 
 

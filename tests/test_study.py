@@ -235,6 +235,41 @@ def test_edge_verdict_thresholds():
     assert study.verdict_line("precondition", "x").startswith("**Precondition not met**")
 
 
+def test_crossover_verdict_thresholds():
+    v = study.crossover_verdict
+    assert v((0.20, 0.03), (-0.02, 0.02), 256)[0] is True  # RL ahead at k=1, the base model catches up at k=256
+    assert v((0.20, 0.03), (0.10, 0.02), 256)[0] is False  # RL still ahead by 5 SE at the largest k
+    assert v((0.20, 0.03), (0.02, 0.02), 256)[0] is None  # ahead by 1 SE: within the noise
+    assert v((0.20, 0.03), (-0.1, 0.02), 64)[0] == "precondition"  # too few samples for the curves to cross
+    assert v((0.03, 0.01), (-0.1, 0.02), 256)[0] == "precondition"  # RL barely moved pass@1
+    assert v((0.08, 0.05), (-0.1, 0.02), 256)[0] == "precondition"  # ... or not beyond 2 SE
+
+
+def test_context_verdict_thresholds():
+    v = study.context_verdict  # one value per exposure 0 / 0.1 / 1 / 10 %
+    assert v([0.0, 0.05, 0.40, 0.60])[0] is True
+    assert v([0.0, 0.35, 0.40, 0.60])[0] is False  # 0.1 % transfers nearly as well as 1 %
+    assert v([0.0, 0.0, 0.05, 0.60])[0] is False  # 1 % does not transfer
+    assert v([0.0, 0.0, 0.0, 0.0])[0] is None  # nothing transfers at all
+
+
+def test_midtrain_verdict_thresholds():
+    v = study.midtrain_verdict
+    assert v("beta=0.2", (0.12, 0.04), 0.3, 32)[0] is True
+    assert v("beta=0.2", (0.02, 0.02), 0.3, 32)[0] is False  # even +2 SE (6 points) is below the paper's 10.8
+    assert v("beta=0.2", (0.06, 0.04), 0.3, 32)[0] is None  # 1.5 SE: neither shown nor excluded
+    assert v("beta=0.2", (0.0, 0.0), 0.0, 32)[0] is None  # no model solves the hard band
+
+
+def test_process_reward_verdict_thresholds():
+    v = study.process_reward_verdict
+    assert v({"outcome": 0.30, "process 0.2": 0.10, "strict": 0.05}, 0.03, 32)[0] is True
+    assert v({"outcome": 0.30, "process 0.2": 0.35, "strict": 0.05}, 0.03, 32)[0] is False  # one hacks more
+    assert v({"outcome": 0.30, "process 0.2": 0.10}, -0.02, 32)[0] is False  # OOD-hard falls
+    assert v({"outcome": 0.01, "process 0.2": 0.0}, 0.03, 32)[0] == "precondition"  # nothing to remove
+    assert v({"outcome": 0.30, "process 0.2": float("nan")}, 0.03, 32)[0] is None
+
+
 def test_measured_scale_without_an_edge_stops_before_rl(tmp_path, monkeypatch):
     """The micro model has no edge: with measured bands the study writes a 'precondition not met' report and
     trains no RL variant."""
