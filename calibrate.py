@@ -44,7 +44,7 @@ P4M, P10M = dict(OLD, max_steps=1000), dict(OLD, max_steps=2500)  # 4.1M and 10.
 CHOSEN = dict(max_steps=5000, eval_every=1000, ckpt_every=500, train_problems=200_000, micro_rows=4,
                loss_on="solution", dtype="bf16", bands="2-3,4-5,6-7")  # the chosen settings, on its own range
 WIDE = "n_layer=6,n_embd=192,n_head=6,n_kv_head=2,mlp_hidden=768"  # 3.4M parameters
-SEQ = "operands=2 distractors=0.5 letters=sequential"
+SEQ = "operands=2 distractors=0.5 letters=sequential"  # the data scale-downs with sequential variable letters
 ID_2_5 = dict(bands={"ID": (2, 5)}, mix="2-3:.2,4:.3,5:.5", ladder=(2, 8), eval_max_new=160)
 TRIALS = {
     "tiny": [
@@ -67,12 +67,12 @@ TRIALS = {
         Trial("op2-5-seq-20M", "as op2-5-6x192-20M on the tiny model, with sequential variable letters (a run of "
               "consecutive letters from a random start, `letters=sequential`): greedy decoding of the 6x192 model "
               "names every variable K, and sampled solutions reuse letters or bind them to the wrong quantity",
-              dict(ID_2_5, ladder=(2, 10), eval_max_new=192, data="operands=2 distractors=0.5 letters=sequential"),
+              dict(ID_2_5, ladder=(2, 10), eval_max_new=192, data=SEQ),
               dict(CHOSEN, bands="2-3,4-5")),
         Trial("op2-7-seq-20M", "as op2-7-sol-d05-20M with sequential variable letters: op2-5-seq-20M still writes "
               "about three steps above op 5; does a range up to op 7, learned better, give an edge at op 8-9?",
               dict(bands={"ID": (2, 7)}, mix="2-3:.2,4-5:.3,6-7:.5", ladder=(2, 12),
-                   data="operands=2 distractors=0.5 letters=sequential"), dict(CHOSEN)),
+                   data=SEQ), dict(CHOSEN)),
         Trial("op2-5-seq-6M", "proxy for the learning-rate sweep: op2-5-seq-20M cut to 6M tokens (one process)",
               dict(ID_2_5, eval_max_new=192, data=SEQ), dict(CHOSEN, bands="2-3,4-5", max_steps=1500)),
         Trial("op2-5-seq-lr6-6M", "as op2-5-seq-6M with a 3x learning rate (6e-3, floor 6e-4)",

@@ -945,8 +945,7 @@ def report_midtrain(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
     mixed = {k: v for k, v in deltas.items() if k not in ("beta=0",)}
     best = max(mixed, key=lambda k: mixed[k][0])
-    solved = max(mean_se(list(band_pass(eval_results(ctx, job)[1], lo, hi, n).values()))[0]
-                 for job in plan.evals.values())
+    solved = max(numbers[label]["hard"][n] for label in numbers)
     lines.append(verdict_line(*midtrain_verdict(best, mixed[best][:2], solved, n)))
     return lines, {"pass_at_k": numbers, "hard_deltas_vs_full_rl": deltas}
 
