@@ -16,6 +16,7 @@ and skipped once finished, so the sweep can run in pieces (and in parallel: `--o
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,16 +139,23 @@ def trial_row(ctx: study.Context, trial: Trial) -> list | None:
 
 
 def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: str, workers: int) -> Path:
-    rows, k = [], 0
+    """The table, one row per trial. Measured rows are also kept in rows.json beside the report (committed), so a
+    checkout without the runs -- they stay out of git -- re-renders them instead of writing "not run"."""
+    out = Path(reports_dir) / f"calibration-{scale}" / "report.md"
+    kept_path = out.parent / "rows.json"
+    kept = load_json(kept_path, "calibration rows") if kept_path.exists() else {"k": 0, "rows": {}}
+    rows, k = [], kept["k"]
     for trial in trials:
         ctx = trial_context(scale, trial, runs_dir, workers)
         row = trial_row(ctx, trial)
-        if row is None:
-            rows.append([trial.name, trial.note, "not run"] + [""] * (len(HEADER) - 3))
-            continue
+        if row is not None:
+            kept["rows"][trial.name] = row = [str(cell) for cell in row]
+            kept["k"] = k = max(r["n"] for r in ctx.ladder.values())
+        elif trial.name in kept["rows"]:
+            row = [trial.name, trial.note] + kept["rows"][trial.name][2:]
+        else:
+            row = [trial.name, trial.note, "not run"] + [""] * (len(HEADER) - 3)
         rows.append(row)
-        k = max(r["n"] for r in ctx.ladder.values())
-    out = Path(reports_dir) / f"calibration-{scale}" / "report.md"
     lines = [f"# Calibration sweep, {scale} scale", "",
              "Every pre-training configuration tried for this scale, each evaluated on the op ladder as the edge "
              "study does (verified pass@k per op, held-out problems); the bands are read off each ladder by the "
@@ -157,6 +165,7 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
              "machine named in each run's config.json (proxies shared 2 cores two at a time).", "",
              markdown_table([h.replace("@K", f"@{k}") for h in HEADER], rows), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(kept_path, lambda f: json.dump(kept, f, indent=1), binary=False)
     atomic_write(out, lambda f: f.write("\n".join(lines)), binary=False)
     return out
 

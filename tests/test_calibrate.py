@@ -1,4 +1,6 @@
 """The calibration sweep: its trials build valid jobs, bad flags fail with a message, and its table renders."""
+import json
+
 import pytest
 
 import calibrate
@@ -41,3 +43,19 @@ def test_report_lists_every_trial_even_unrun(tmp_path):
 def test_bad_flags(kw, message, tmp_path):
     with pytest.raises(UserError, match=message):
         calibrate.main(calibrate.Config(runs_dir=str(tmp_path), report_only=True, **kw))
+
+
+def test_measured_rows_survive_a_checkout_without_runs(tmp_path):
+    """rows.json keeps each measured row: re-rendering without the runs (they stay out of git) keeps it."""
+    first = calibrate.TRIALS["tiny"][0]
+    kept = [first.name, "an older note"] + [f"cell{i}" for i in range(len(calibrate.HEADER) - 2)]
+    rep = tmp_path / "rep" / "calibration-tiny"
+    rep.mkdir(parents=True)
+    (rep / "rows.json").write_text(json.dumps({"k": 64, "rows": {first.name: kept}}))
+    out = calibrate.main(calibrate.Config(scale="tiny", runs_dir=str(tmp_path / "runs"),
+                                          reports_dir=str(tmp_path / "rep"), report_only=True))
+    text = open(out["report"]).read()
+    assert f"| {first.name} | {first.note} | cell0 |" in text  # the kept cells, under the trial's current note
+    assert "verified pass@64" in text
+    assert text.count("not run") == len(calibrate.TRIALS["tiny"]) - 1
+    assert json.loads((rep / "rows.json").read_text())["rows"][first.name] == kept  # rewritten unchanged
