@@ -185,10 +185,13 @@ def pools_from_bands(bands: dict) -> dict:
 @functools.lru_cache(maxsize=64)
 def chance_rate(recipe: str, n: int = 2000) -> float:
     """The outcome reward's chance level at one op's recipe: the probability that two answers drawn from its answer
-    distribution agree (sum of squared answer frequencies over n generated problems)."""
+    distribution agree (sum of squared answer frequencies over n problems drawn from the recipe's stream, repeats
+    kept: a small op without distractors has fewer than n distinct problems)."""
+    parts, contexts = datagen.parse_recipe(recipe), datagen.load_contexts()
     counts: dict = {}
-    for rec in datagen.generate(recipe, n, seed=7, split="test"):
-        counts[rec["answer"]] = counts.get(rec["answer"], 0) + 1
+    for i in range(n):
+        answer = datagen.sample_at(parts, 7, i, contexts)["answer"]
+        counts[answer] = counts.get(answer, 0) + 1
     return sum((c / n) ** 2 for c in counts.values())
 
 
