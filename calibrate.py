@@ -80,7 +80,12 @@ TRIALS = {
         Trial("op2-5-seq-lr6-6M", "as op2-5-seq-6M with a 3x learning rate (6e-3, floor 6e-4)",
               dict(ID_2_5, eval_max_new=192, data=SEQ),
               dict(CHOSEN, bands="2-3,4-5", max_steps=1500, lr=6e-3, min_lr=6e-4)),
-        Trial("op2-6-seq-60M", "the chosen settings with three times the tokens (60M, 400k problems; about 75 "
+        Trial("op2-6-seq-20M", "op 2-6 weighted to the top (.2/.3/.5 over 2-3 / 4-5 / 6), sequential letters, 20M "
+              "tokens, two DDP processes (the tiny scale's previous settings). Below op 6 solutions take 2-3 steps "
+              "(4 in 13 % of op-5 problems), at op 6 four (five in 16 %), at op 7 four to six: the first ops above "
+              "the range share step counts with it, as op 11-14 do with op 2-10 in the paper",
+              OP2_6, dict(CHOSEN, bands="2-3,4-5,6-6")),
+        Trial("op2-6-seq-60M", "op2-6-seq-20M with three times the tokens (60M, 400k problems; about 75 "
               "minutes as two DDP processes): at 20M tokens op 6, half the mix, is still at pass@1 9 % and the "
               "validation loss is falling",
               dict(bands={"ID": (2, 6)}, mix="2-3:.2,4-5:.3,6:.5", ladder=(2, 12), eval_max_new=256, data=SEQ),
@@ -89,21 +94,19 @@ TRIALS = {
               "tokens, two DDP processes: the tiny scale's previous settings",
               dict(bands={"ID": (2, 5)}, mix="2-3:.194,4:.291,5:.485,6-8:.03", ladder=(2, 10), eval_max_new=192,
                    data="operands=2 distractors=0.5"), dict(CHOSEN, bands="2-3,4-5,6-8")),
-        Trial("op2-6-d0-20M", "the chosen settings without distractor sentences (`distractors=0`): in the chosen model's "
+        Trial("op2-6-d0-20M", "op2-6-seq-20M without distractor sentences (`distractors=0`): in that model's "
               "failures the steps name the wrong quantity -- a type from one sentence with the place of another -- "
               "and op 6 problems have 6 sentences against 3.7 at op 5; without distractors op 6 has 3",
               dict(OP2_6, data="operands=2 distractors=0 letters=sequential"), dict(CHOSEN, bands="2-3,4-5,6-6")),
-        Trial("op2-6-d0-tail1-20M", "op2-6-d0-20M plus a 1 % tail of op 7-9 (a third of a percent each; the paper's A.7 "
-              "exposure study shows sparse exposure at 1 %): without distractors op 2-6 are learned (99-100 % of samples "
-              "verified at op 2, 3, 5; 90 % at op 4; 73 % at op 6) but op 7 is at 0 of 512 -- the model sums only "
-              "the last quantity into the asked total once the solution runs longer than any it saw",
+        Trial("op2-6-d0-tail1-20M", "op2-6-d0-20M plus a 1 % tail of op 7-9 (a third of a percent each; sparse "
+              "exposure as in the paper's A.7): without distractors op 2-6 are learned (73-100 % of samples verified) "
+              "but op 7 is at 0 of 512; in the samples read, the model leaves a quantity out of the asked total once "
+              "its solution runs longer than those of op 6",
               dict(OP2_6, mix="2-3:.198,4-5:.297,6:.495,7-9:.01", data="operands=2 distractors=0 letters=sequential"),
               dict(CHOSEN, bands="2-3,4-5,6-6,7-9")),
-        Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op 2-6 weighted to the "
-              "top (.2/.3/.5 over 2-3 / 4-5 / 6), sequential letters, 20M tokens, two DDP processes. Below op 6 "
-              "solutions take 2-3 steps (4 in 13 % of op-5 problems), at op 6 four (five in 16 %), at op 7 four to "
-              "six: the first ops above the range share step counts with it, as op 11-14 do with op 2-10 in the "
-              "paper", study_runs=True),
+
+        Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op2-6-d0-tail1-20M",
+              study_runs=True),
     ],
 }
 

@@ -107,7 +107,7 @@ PRESETS = {
                   minibatches=2, max_steps=3, eval_every=2, ckpt_every=2, lr=1e-4),
     # the process reward: at the tiny edge an outcome reward is near its chance rate (reports/edge-tiny)
     "tiny": dict(out_dir="runs/grpo-tiny", init_from="runs/pretrain-tiny", reward="process",
-                 pool="ops=7-8 contexts=zoo operands=2 distractors=0.5 letters=sequential", pool_size=256,
+                 pool="ops=7-8 contexts=zoo operands=2 distractors=0 letters=sequential", pool_size=256,
                  eval_problems=32, eval_n=4, prompts_per_step=16, group_size=8, max_new_tokens=256, micro_rows=32,
                  minibatches=4, lr=5e-5, max_steps=30, eval_every=10, ckpt_every=10),
     "small": dict(out_dir="runs/grpo-small", init_from="runs/pretrain-small", pool="rl_11_14", pool_size=20_000,
