@@ -336,18 +336,29 @@ def plan_edge(ctx: Context, plan: Plan) -> None:
         if pool not in sc.edge_pools:
             continue
         for seed in range(sc.rl_seeds if pool == "edge" else 1):
+            job = plan.add(pool_rl_job(ctx, base, pool, seed))
             tag = f" seed {seed}" if seed else ""
-            extra = dict(reselect_every=sc.edge_reselect) if pool == "edge" and sc.edge_reselect else {}
-            job = plan.add(ctx.grpo(f"rl-{pool}" + (f"-s{seed}" if seed else ""), base, rng, seed=seed,
-                                    note=f"RL on op {ops(rng)} ({pool} pool){tag}", **extra))
             plan.evals[f"RL {pool} ({ops(rng)}){tag}"] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
+
+
+def pool_rl_job(ctx: Context, base: Job, pool: str, seed: int = 0) -> Job:
+    """RL from the base model on one of the edge study's pools; crossover and weak_supervision reuse the edge
+    pool's seed-0 run."""
+    rng, tag = ctx.pools[pool], f" seed {seed}" if seed else ""
+    return ctx.grpo(f"rl-{pool}" + (f"-s{seed}" if seed else ""), base, rng, seed=seed,
+                    note=f"RL on op {ops(rng)} ({pool} pool){tag}", **edge_filter(ctx, pool))
+
+
+def edge_filter(ctx: Context, pool: str = "edge") -> dict:
+    """The edge pool is filtered to the model's edge where the scale sets `edge_reselect` (every RL run on it)."""
+    return dict(reselect_every=ctx.sc.edge_reselect) if pool == "edge" and ctx.sc.edge_reselect else {}
 
 
 def plan_crossover(ctx: Context, plan: Plan) -> None:
     """Yue et al.: the same base and RL-on-edge models as `edge`, sampled many more times."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    rl = plan.add(ctx.grpo("rl-edge", base, ctx.pools["edge"], note=f"RL on op {ops(ctx.pools['edge'])} (edge pool)"))
+    rl = plan.add(pool_rl_job(ctx, base, "edge"))
     evalset = ctx.all_bands_evalset()
     suffix = f"-n{sc.crossover_n}"
     plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, ctx.bands, suffix))
@@ -422,8 +433,9 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
     for label, kw in PROCESS_VARIANTS.items():
-        name = "rl-edge" + ("" if label == "outcome" else "-" + "".join(c for c in label if c.isalnum()))
-        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label} reward", **kw))
+        name = "rl-edge-" + "".join(c for c in label if c.isalnum())  # not the edge study's rl-edge: another reward
+        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label} reward", **edge_filter(ctx),
+                                **kw))
         plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 
@@ -454,8 +466,9 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     variants.update({"noise 0.1": dict(reward_noise=0.1), "noise 0.3": dict(reward_noise=0.3),
                      "majority vote": dict(pseudo_label="majority")})
     for label, kw in variants.items():
-        name = "rl-edge" if not kw else "rl-weak-" + "".join(c for c in label if c.isalnum())
-        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label}", **kw))
+        name = "rl-weak-" + "".join(c for c in label if c.isalnum())
+        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label}", **edge_filter(ctx), **kw)
+                       if kw else pool_rl_job(ctx, base, "edge"))
         plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 

@@ -94,6 +94,11 @@ def test_every_study_plans(tmp_path):
     for name in study.STUDIES:
         jobs = study.build_plan(name, ctx).jobs
         assert len({j.name for j in jobs}) == len(jobs) and any(j.kind == "grpo" for j in jobs), name
+    # jobs of the same name are the same job in every study that plans them (crossover reuses edge's RL run)
+    configs = {}
+    for name in study.STUDIES:
+        for j in study.build_plan(name, ctx).jobs:
+            assert configs.setdefault(j.name, j.config) == j.config, (name, j.name)
     ctx = study.Context("paper", str(tmp_path), str(tmp_path / "reports"), 1)
     ctx.bands = dict(study.evaluate.PAPER_BANDS)
     ctx.pools = study.pools_from_bands(ctx.bands)
