@@ -46,6 +46,7 @@ CHOSEN = dict(max_steps=5000, eval_every=1000, ckpt_every=500, train_problems=20
                loss_on="solution", dtype="bf16", bands="2-3,4-5,6-7")  # the chosen settings, on its own range
 WIDE = "n_layer=6,n_embd=192,n_head=6,n_kv_head=2,mlp_hidden=768"  # 3.4M parameters
 SEQ = "operands=2 distractors=0.5 letters=sequential"  # the data scale-downs with sequential variable letters
+D0 = "operands=2 distractors=0 letters=sequential"  # the same without distractor sentences
 OP2_6 = dict(bands={"ID": (2, 6)}, mix="2-3:.2,4-5:.3,6:.5", ladder=(2, 12), eval_max_new=256, data=SEQ)
 ID_2_5 = dict(bands={"ID": (2, 5)}, mix="2-3:.2,4:.3,5:.5", ladder=(2, 8), eval_max_new=160)
 TRIALS = {
@@ -88,8 +89,7 @@ TRIALS = {
         Trial("op2-6-seq-60M", "op2-6-seq-20M with three times the tokens (60M, 400k problems; about 75 "
               "minutes as two DDP processes): at 20M tokens op 6, half the mix, is still at pass@1 9 % and the "
               "validation loss is falling",
-              dict(bands={"ID": (2, 6)}, mix="2-3:.2,4-5:.3,6:.5", ladder=(2, 12), eval_max_new=256, data=SEQ),
-              dict(CHOSEN, bands="2-3,4-5,6-6", max_steps=15_000, train_problems=400_000, eval_every=3000)),
+              OP2_6, dict(CHOSEN, bands="2-3,4-5,6-6", max_steps=15_000, train_problems=400_000, eval_every=3000)),
         Trial("op2-5-tail3-20M", "op 2-5 plus a 3 % tail of op 6-8 (as in the paper's A.7 exposure study), 20M "
               "tokens, two DDP processes: the tiny scale's previous settings",
               dict(bands={"ID": (2, 5)}, mix="2-3:.194,4:.291,5:.485,6-8:.03", ladder=(2, 10), eval_max_new=192,
@@ -97,14 +97,13 @@ TRIALS = {
         Trial("op2-6-d0-20M", "op2-6-seq-20M without distractor sentences (`distractors=0`): in that model's "
               "failures the steps name the wrong quantity -- a type from one sentence with the place of another -- "
               "and op 6 problems have 6 sentences against 3.7 at op 5; without distractors op 6 has 3",
-              dict(OP2_6, data="operands=2 distractors=0 letters=sequential"), dict(CHOSEN, bands="2-3,4-5,6-6")),
+              dict(OP2_6, data=D0), dict(CHOSEN, bands="2-3,4-5,6-6")),
         Trial("op2-6-d0-tail1-20M", "op2-6-d0-20M plus a 1 % tail of op 7-9 (a third of a percent each; sparse "
               "exposure as in the paper's A.7): without distractors op 2-6 are learned (73-100 % of samples verified) "
               "but op 7 is at 0 of 512; in the samples read, the model leaves a quantity out of the asked total once "
               "its solution runs longer than those of op 6",
-              dict(OP2_6, mix="2-3:.198,4-5:.297,6:.495,7-9:.01", data="operands=2 distractors=0 letters=sequential"),
+              dict(OP2_6, mix="2-3:.198,4-5:.297,6:.495,7-9:.01", data=D0),
               dict(CHOSEN, bands="2-3,4-5,6-6,7-9")),
-
         Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op2-6-d0-tail1-20M",
               study_runs=True),
     ],

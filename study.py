@@ -190,10 +190,10 @@ def pools_from_bands(bands: dict) -> dict:
             "hard": bands["hard"]}
 
 
-def draws(recipe: str, n: int, seed: int) -> list[dict]:
+def draws(recipe: str, n: int, seed: int, contexts: dict | None = None) -> list[dict]:
     """The first n problems of a recipe's stream, repeats kept: statistics of what the recipe generates (a small op
     without distractors has fewer distinct problems than a table asks for)."""
-    parts, contexts = datagen.parse_recipe(recipe), datagen.load_contexts()
+    parts, contexts = datagen.parse_recipe(recipe), contexts or datagen.load_contexts()
     return [datagen.sample_at(parts, seed, i, contexts) for i in range(n)]
 
 
@@ -466,10 +466,12 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     variants.update({"noise 0.1": dict(reward_noise=0.1), "noise 0.3": dict(reward_noise=0.3),
                      "majority vote": dict(pseudo_label="majority")})
     for label, kw in variants.items():
-        name = "rl-weak-" + "".join(c for c in label if c.isalnum())
-        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label}", **edge_filter(ctx), **kw)
-                       if kw else pool_rl_job(ctx, base, "edge"))
-        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
+        if kw:
+            name = "rl-weak-" + "".join(c for c in label if c.isalnum())
+            job = ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label}", **edge_filter(ctx), **kw)
+        else:  # all prompts, clean labels: the edge study's own run
+            job = pool_rl_job(ctx, base, "edge")
+        plan.evals[label] = plan.add(ctx.eval(plan.add(job), evalset, sc.eval_n, ctx.bands))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -691,7 +693,7 @@ def step_type_section(ctx: Context, op_list: list[int], n: int = 400) -> list[st
     rows = []
     for op in op_list:
         counts = dict.fromkeys(datagen.STEP_TYPES, 0)
-        for rec in draws(ctx.recipe(str(op)), n, seed=11):
+        for rec in draws(ctx.recipe(str(op)), n, seed=11, contexts=contexts):
             for kind in datagen.step_types(rec, contexts):
                 counts[kind] += 1
         rows.append([op] + [f"{100 * c / n:.0f}" for c in counts.values()])
