@@ -157,6 +157,10 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
     out = Path(reports_dir) / f"calibration-{scale}" / "report.md"
     kept_path = out.parent / "rows.json"
     kept = load_json(kept_path, "calibration rows") if kept_path.exists() else {"k": 0, "rows": {}}
+    if not (isinstance(kept, dict) and isinstance(kept.get("k"), int) and isinstance(kept.get("rows"), dict)
+            and all(isinstance(r, list) and len(r) == len(HEADER) for r in kept["rows"].values())):
+        raise UserError(f"{kept_path} is not a table of calibration rows ({{\"k\": int, \"rows\": {{trial: "
+                        f"[{len(HEADER)} cells]}}}}); restore it from git or delete it to rebuild it from the runs")
     rows, k = [], kept["k"]
     for trial in trials:
         ctx = trial_context(scale, trial, runs_dir, workers)

@@ -59,3 +59,13 @@ def test_measured_rows_survive_a_checkout_without_runs(tmp_path):
     assert "verified pass@64" in text
     assert text.count("not run") == len(calibrate.TRIALS["tiny"]) - 1
     assert json.loads((rep / "rows.json").read_text())["rows"][first.name] == kept  # rewritten unchanged
+
+
+@pytest.mark.parametrize("text", ['{"k": 32}', '{"k": 32, "rows": {"a": ["too", "short"]}}', '[]'])
+def test_a_broken_rows_file_is_refused(text, tmp_path):
+    rep = tmp_path / "rep" / "calibration-tiny"
+    rep.mkdir(parents=True)
+    (rep / "rows.json").write_text(text)
+    with pytest.raises(UserError, match="not a table of calibration rows"):
+        calibrate.main(calibrate.Config(scale="tiny", runs_dir=str(tmp_path / "runs"),
+                                        reports_dir=str(tmp_path / "rep"), report_only=True))
