@@ -432,11 +432,13 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
+    edge_run = pool_rl_job(ctx, base, "edge")
     for label, kw in PROCESS_VARIANTS.items():
-        name = "rl-edge-" + "".join(c for c in label if c.isalnum())  # not the edge study's rl-edge: another reward
-        job = plan.add(ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label} reward", **edge_filter(ctx),
-                                **kw))
-        plan.evals[label] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
+        name = "rl-edge-" + "".join(c for c in label if c.isalnum())
+        job = ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label} reward", **edge_filter(ctx), **kw)
+        if job.config == edge_run.config:  # the scale's own reward: the edge study's run, not a second copy
+            job = edge_run
+        plan.evals[label] = plan.add(ctx.eval(plan.add(job), evalset, sc.eval_n, ctx.bands))
 
 
 HARD_SHARES = (0, 20, 50, 100)  # % of pre-training on the upper third of the ID range (appendix A.7)

@@ -99,6 +99,11 @@ def test_every_study_plans(tmp_path):
     for name in study.STUDIES:
         for j in study.build_plan(name, ctx).jobs:
             assert configs.setdefault(j.name, j.config) == j.config, (name, j.name)
+    # and the same job has one name: a variant whose settings are another study's run reuses that run
+    names = {}
+    for job_name, conf in configs.items():
+        key = json.dumps(conf, sort_keys=True)
+        assert names.setdefault(key, job_name) == job_name, (job_name, names[key])
     ctx = study.Context("paper", str(tmp_path), str(tmp_path / "reports"), 1)
     ctx.bands = dict(study.evaluate.PAPER_BANDS)
     ctx.pools = study.pools_from_bands(ctx.bands)
