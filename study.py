@@ -71,6 +71,7 @@ class Scale:
     mid_share: float = 0.8  # mid-training mixture: this share on the edge band, the rest on ID (paper 0.8)
     budget_rl_steps: int = 0  # midtrain study: RL steps that the whole budget T buys (beta = 1)
     weak_pool_sizes: tuple = (8, 64)  # scarce-data RL pools (plus the full pool)
+    side_steps: int = 0  # pre-training steps of the context study's base models (0: as many as the scale's base)
     seconds_hint: str = ""  # expected wall time of the edge study, for the log
     ladder: tuple = ()  # op range of the base model's ladder; set: edge and hard are measured, not fixed
     rl_seeds: int = 1  # RL runs (seeds) on the edge pool
@@ -97,6 +98,7 @@ SCALES = {
                   edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=256, crossover_n=256, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
+                  side_steps=2000,
                   seconds_hint="pre-training ~35 minutes on 2 CPU cores, each RL run 2-2.5 minutes, each evaluation "
                                "under a minute: about 47 minutes in all",
                   notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
@@ -108,7 +110,9 @@ SCALES = {
                          "Deviation: pre-training has a 1 % tail of op 7-9 (a third of a percent each), as in the "
                          "sparse exposure of the paper's A.7. Without it (calibration row op2-6-d0-20M) the model "
                          "solves op 2-6 (verified pass@32 100 %) and none of 512 samples at each op from 7 to 12: "
-                         "no edge.")),
+                         "no edge.",
+                         "The context study's four base models (op 2-4) pre-train 2,000 steps (8M tokens) each, not "
+                         "5,000, so that the study fits in two hours on 2 CPU cores.")),
     "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
                    pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
@@ -226,6 +230,7 @@ class Plan:
     scale: str
     jobs: list[Job] = field(default_factory=list)
     evals: dict = field(default_factory=dict)  # label -> eval job name, in report order
+    checks: dict = field(default_factory=dict)  # label -> eval job name of a precondition the verdict needs
 
     def add(self, job: Job) -> str:
         if not any(j.name == job.name for j in self.jobs):
@@ -369,14 +374,20 @@ CONTEXT_EXPOSURES = (0, 0.1, 1, 10)  # % of pre-training data in context B (teac
 
 
 def plan_context(ctx: Context, plan: Plan) -> None:
-    """F2: context B seen at 0 / 0.1 / 1 / 10 % (lowest op only) in pre-training, then RL on 50% A / 50% B."""
+    """F2: context B seen at 0 / 0.1 / 1 / 10 % (lowest op only) in pre-training, then RL on 50% A / 50% B.
+    The precondition is checked on the 0 % base model: it solves A in range, and B barely above op `lo`."""
     lo, hi = ctx.sc.context_ops
     evalset = ctx.evalset("context-B", (lo, hi), contexts="teachers")
+    steps = dict(max_steps=ctx.sc.side_steps) if ctx.sc.side_steps else {}
     for e in CONTEXT_EXPOSURES:
         share = e / 100
         recipe = f"{1 - share:.6g}*{ctx.recipe(f'{lo}-{hi}', 'zoo')}" + (
             f" + {share:.6g}*{ctx.recipe(str(lo), 'teachers')}" if share else "")
-        base = plan.add(ctx.pretrain(f"base-B{e:g}", recipe, note=f"A op {lo}-{hi}, B {e:g}% at op {lo}"))
+        base = plan.add(ctx.pretrain(f"base-B{e:g}", recipe, note=f"A op {lo}-{hi}, B {e:g}% at op {lo}", **steps))
+        if e == 0:
+            set_a = ctx.evalset("context-A", (lo, hi), contexts="zoo")
+            plan.checks["A"] = plan.add(ctx.eval(base, set_a, ctx.sc.eval_n, {"A": (lo, hi)}, suffix="-on-A"))
+            plan.checks["B"] = plan.add(ctx.eval(base, evalset, ctx.sc.eval_n, {"B": (lo, hi)}, suffix="-on-B"))
         rl = plan.add(ctx.grpo(f"rl-B{e:g}", base, (lo, hi), pool=ctx.recipe(f"{lo}-{hi}", "zoo,teachers"),
                                note="RL on 50% A / 50% B"))
         plan.evals[f"B {e:g}% + RL"] = plan.add(ctx.eval(rl, evalset, ctx.sc.eval_n, {"B": (lo, hi)}))
@@ -465,8 +476,13 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     plan.evals["base"] = plan.add(ctx.ladder_job())
     variants = {"all prompts": dict()}
     variants.update({f"{k} prompts": dict(pool_size=k) for k in sc.weak_pool_sizes})
-    variants.update({"noise 0.1": dict(reward_noise=0.1), "noise 0.3": dict(reward_noise=0.3),
-                     "majority vote": dict(pseudo_label="majority")})
+    # label noise flips a binary reward, and a majority vote only defines an outcome reward: where the scale's RL
+    # uses the process reward, the noise variants use the strict one (verified or not) and the vote the outcome one
+    binary = {} if ctx.grpo("probe", base, ctx.pools["edge"]).config["reward"] != "process" else dict(reward="strict")
+    tag = " (strict reward)" if binary else ""
+    variants.update({f"noise 0.1{tag}": dict(reward_noise=0.1, **binary),
+                     f"noise 0.3{tag}": dict(reward_noise=0.3, **binary),
+                     "majority vote": dict(pseudo_label="majority", reward="outcome")})
     for label, kw in variants.items():
         if kw:
             name = "rl-weak-" + "".join(c for c in label if c.isalnum())
@@ -842,7 +858,17 @@ def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
 # F2, fixed before any run: after RL, the models whose pre-training showed context B at >= 1 % must solve B above its
 # lowest op better than those that saw it at 0 or 0.1 %, by at least `gap_min` (mean pass@n over those ops).
 # Inconclusive when no model solves B there at all (RL transferred nothing to compare).
-CONTEXT_CRITERIA = {"gap_min": 0.10}
+# F2's precondition, on the 0 % base model (verified pass@n): context A solved across its range, context B not
+# above its lowest op -- otherwise there is nothing for RL to transfer. Then the verdict: >= 1 % exposure leads.
+CONTEXT_CRITERIA = {"gap_min": 0.10, "a_min": 0.50, "b_beyond_max": 0.10}
+
+
+def context_precondition(a_range: float, b_beyond: float) -> tuple[bool, str]:
+    """a_range: the 0 % base model's mean pass@n on A over the study's ops; b_beyond: on B above the lowest op."""
+    ok = a_range >= CONTEXT_CRITERIA["a_min"] and b_beyond <= CONTEXT_CRITERIA["b_beyond_max"]
+    return ok, (f"the 0 % base model solves context A at {pct(a_range)} (needed >= "
+                f"{100 * CONTEXT_CRITERIA['a_min']:.0f}) and context B above its lowest op at {pct(b_beyond)} "
+                f"(needed <= {100 * CONTEXT_CRITERIA['b_beyond_max']:.0f})")
 
 
 def context_verdict(beyond: list[float]) -> tuple[bool | None, str]:
@@ -866,10 +892,22 @@ def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
         by_op = {op: mean_se(list(band_pass(pp, op, op, n).values()))[0] for op in range(lo, hi + 1)}
         numbers[label] = by_op
         rows.append([label, *[pct(by_op[op]) for op in range(lo, hi + 1)]])
-    lines = [f"## pass@{n} (verified) on context B by op, after RL", "",
+    pre = {}
+    for name, job in plan.checks.items():
+        _, pp = eval_results(ctx, job)
+        pre[name] = {op: mean_se(list(band_pass(pp, op, op, n).values()))[0] for op in range(lo, hi + 1)}
+    a_range = sum(pre["A"].values()) / len(pre["A"])
+    b_beyond = sum(v for op, v in pre["B"].items() if op > lo) / max(1, hi - lo)
+    pre_ok, pre_said = context_precondition(a_range, b_beyond)
+    lines = [f"## Precondition: the 0 % base model, verified pass@{n} by op", "",
+             markdown_table(["context", *[f"op {op}" for op in range(lo, hi + 1)]],
+                            [[c, *[pct(pre[c][op]) for op in range(lo, hi + 1)]] for c in ("A", "B")]), "",
+             ("Met: " if pre_ok else "Not met: ") + pre_said + ".", "",
+             f"## pass@{n} (verified) on context B by op, after RL", "",
              markdown_table(["pre-training exposure of B", *[f"op {op}" for op in range(lo, hi + 1)]], rows), ""]
     beyond = {label: sum(v for op, v in by_op.items() if op > lo) / max(1, hi - lo) for label, by_op in numbers.items()}
-    lines.append(verdict_line(*context_verdict(list(beyond.values()))))
+    ok, said = context_verdict(list(beyond.values()))
+    lines.append(verdict_line(ok, said) if pre_ok else verdict_line("precondition", pre_said + "; " + said))
     topo = topology_analysis(ctx, plan)
     lines += ["", "## Replication or creation", "",
               "For verified context-B solutions: the share whose solution-graph topology is isomorphic to a "
@@ -877,7 +915,7 @@ def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
               "to the nearest A topology (1 = same).", ""]
     lines.append(markdown_table(["model", "op", "verified B solutions", "isomorphic to an A graph", "WL similarity"],
                                 topo) if topo else "No model wrote a verified context-B solution: nothing to compare.")
-    return lines, {"pass_at_n_by_op": numbers}
+    return lines, {"pass_at_n_by_op": numbers, "precondition": {"met": pre_ok, "base_B0_by_op": pre}}
 
 
 def solution_dag(graph: dict):

@@ -99,6 +99,10 @@ def test_every_study_plans(tmp_path):
     for name in study.STUDIES:
         for j in study.build_plan(name, ctx).jobs:
             assert configs.setdefault(j.name, j.config) == j.config, (name, j.name)
+    # every RL variant is a config grpo.py accepts (the weak-supervision noise needs a binary reward)
+    for job_name, conf in configs.items():
+        if job_name.startswith("rl-"):
+            study.grpo.check_config(study.grpo.Config(**conf), 1)
     # and the same job has one name: a variant whose settings are another study's run reuses that run
     names = {}
     for job_name, conf in configs.items():
@@ -294,3 +298,10 @@ def test_measured_scale_without_an_edge_stops_before_rl(tmp_path, monkeypatch):
     assert not list((tmp_path / "runs" / "micro").glob("rl-*"))
     res = json.loads((tmp_path / "reports" / "edge-micro" / "results.json").read_text())
     assert res["verdict"] == "precondition" and set(res["ladder"]) == {"2", "3", "4", "5"}
+
+
+def test_context_precondition_thresholds():
+    p = study.context_precondition  # (0 % base model on A over the range, on B above the lowest op)
+    assert p(0.9, 0.0)[0] is True
+    assert p(0.9, 0.3)[0] is False  # B already solved without exposure: nothing to transfer
+    assert p(0.2, 0.0)[0] is False  # A itself not learned
