@@ -42,10 +42,10 @@ import evaluate
 import model as model_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, opt, plot_lines,
-                    print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main, save_json,
-                    save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir, step_line,
-                    truncate_logs, wrap_for_training)
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, make_optimizer, opt,
+                    plot_lines, print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main,
+                    save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir,
+                    step_line, truncate_logs, wrap_for_training)
 
 
 @dataclass
@@ -506,7 +506,7 @@ def train(cfg: Config, dist) -> dict:
     if cfg.kl_coef > 0:  # the frozen initial model
         ref = model_lib.model_from_state(init_state).to(device).eval()
         ref.requires_grad_(False)
-    optimizer = policy.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
+    optimizer = make_optimizer(policy, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr
 

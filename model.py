@@ -11,7 +11,7 @@ hf.py splits them for a `transformers` folder and stacks them back.
 Sections, top to bottom:
   config      ModelConfig, PRESETS, config_from_preset
   modules     RMSNorm, rotary embeddings, attention, MLP, Block
-  model       Transformer: forward/loss, token_logprobs, optimizer groups, FLOPs for MFU
+  model       Transformer: forward/loss, token_logprobs, FLOPs for MFU
   sampler     generate(): static KV cache, left-padded prompts, one prefill per prompt shared by its n samples
   I/O         model_from_state / load_model (project checkpoints; Hugging Face folders: hf.py)
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import UserError, load_checkpoint, opt, run_main
+from common import UserError, load_checkpoint, opt, run_main, strip_prefixes, unwrap
 
 # Special token ids of the project's tokenizer; the HF export (hf.py) checks the tokenizer agrees.
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -313,16 +313,6 @@ class Transformer(nn.Module):
         all_logp = logits.log_softmax(-1)
         return logp, -(all_logp.exp() * all_logp).sum(-1)
 
-    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float], device_type: str):
-        """AdamW; weight decay on matrices and the embedding (>= 2-D), none on norm weights and biases."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        print(f"optimizer: weight decay on {len(decay)} tensors ({sum(p.numel() for p in decay):,} params), "
-              f"none on {len(no_decay)} tensors ({sum(p.numel() for p in no_decay):,} params)")
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
-
 
 def doc_positions(doc_ids):
     """Positions that restart at 0 where a new document starts: doc_ids [B, T] -> [B, T] (no Python branching)."""
@@ -330,13 +320,6 @@ def doc_positions(doc_ids):
     start = torch.ones_like(doc_ids, dtype=torch.bool)
     start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
     return idx - torch.where(start, idx, 0).cummax(dim=1).values
-
-
-def unwrap(model) -> Transformer:
-    """The Transformer inside a torch.compile (`_orig_mod`) or DDP (`module`) wrapper."""
-    while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module):
-        model = getattr(model, "_orig_mod", None) or model.module
-    return model
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -569,16 +552,6 @@ def sample_logits(logits, temperature: float, top_k: int, top_p: float, gen: tor
 
 # ----------------------------------------------------------------------------------------------------------------
 # I/O: project checkpoints
-
-def strip_prefixes(state_dict: dict) -> dict:
-    """Drop `_orig_mod.` (torch.compile) and `module.` (DDP) wrappers' prefixes from parameter names."""
-    out = {}
-    for k, v in state_dict.items():
-        while k.startswith(("_orig_mod.", "module.")):
-            k = k.split(".", 1)[1]
-        out[k] = v
-    return out
-
 
 def _config_from_dict(d: dict) -> ModelConfig:
     names = {f.name for f in dataclasses.fields(ModelConfig)}

@@ -17,7 +17,7 @@ import evaluate
 import grpo
 import model as model_lib
 import tokenizer as tok_lib
-from common import UserError
+from common import UserError, make_optimizer
 
 CPU = common.Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
 NO_AUTOCAST = contextlib.nullcontext()
@@ -341,7 +341,7 @@ def test_tiny_grpo_run_raises_reward(micro):
     policy = model_lib.model_from_state(state)
     ref = model_lib.model_from_state(state).eval()
     cfg = rl_config(group_size=8, max_new_tokens=4, micro_rows=16, lr=3e-3, seed=1)
-    opt = policy.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")
+    opt = make_optimizer(policy, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")
     stream = grpo.PromptStream(records, cfg.seed)
     rewards = []
     for step in range(12):

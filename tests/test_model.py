@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hf as hf_io  # noqa: E402
 import model as M  # noqa: E402
-from common import UserError, save_checkpoint  # noqa: E402
+from common import UserError, make_optimizer, save_checkpoint  # noqa: E402
 
 SPECIALS = ["[UNK]", "[PAD]", "[BOS]", "[EOS]", "<question>", "</question>", "<solution>", "</solution>", "<answer>",
             "</answer>"]
@@ -295,7 +295,7 @@ def test_token_logprobs_and_entropy(model):
 
 
 def test_optimizer_groups(model):
-    opt = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95), device_type="cpu")
+    opt = make_optimizer(model, weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95), device_type="cpu")
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
@@ -308,7 +308,7 @@ def test_optimizer_groups(model):
 
 def test_training_step_reduces_loss():
     net = M.Transformer(M.config_from_preset("micro")).train()
-    opt = net.configure_optimizer(0.1, 3e-3, (0.9, 0.95), "cpu")
+    opt = make_optimizer(net, 0.1, 3e-3, (0.9, 0.95), "cpu")
     torch.manual_seed(7)
     idx = torch.randint(0, 50, (4, 33))
     losses = []
