@@ -797,15 +797,15 @@ def pass_at_k_by(results: list[dict], by: str = "all", ks: list[int] | None = No
 def sample_and_score(model, tok, records: list[dict], n: int = 1, temperature: float = 0.7, top_p: float = 1.0,
                      top_k: int = 0, max_new_tokens: int = 512, seed: int = 0, autocast=None,
                      batch_rows: int = 1024, progress: bool = False, keep_text: int = 0) -> list[list[dict]]:
-    """n completions of every record from model.py's batched sampler (each prompt is prefilled once and
-    sampled n times), each scored by verify(). Returns, per record, its n results: verify()'s fields plus
+    """n completions of every record from sampler.py (each prompt is prefilled once and sampled n times), each
+    scored by verify(). Returns, per record, its n results: verify()'s fields plus
     `length` (generated tokens) and `finished` (ended by EOS), and `completion` for the first `keep_text`.
 
     Records are sampled in chunks of at most `batch_rows` rows (prompts x n); chunk i uses seed + i, so the
     samples depend on (seed, batch_rows) and nothing else."""
     import contextlib
 
-    import model as model_lib
+    import sampler as sampler_lib
     import tokenizer as tok_lib
 
     autocast = autocast or contextlib.nullcontext()
@@ -823,9 +823,9 @@ def sample_and_score(model, tok, records: list[dict], n: int = 1, temperature: f
         if room < 1:
             raise ValueError(f"a prompt of {max(len(p) for p in ps)} tokens fills the model's context ({limit})")
         with autocast:
-            gen = model_lib.generate(model, ps, n=n, max_new_tokens=min(max_new_tokens, room),
-                                     temperature=temperature, top_p=top_p, top_k=top_k, eos_id=tok_lib.EOS_ID,
-                                     pad_id=tok_lib.PAD_ID, seed=seed + ci)
+            gen = sampler_lib.generate(model, ps, n=n, max_new_tokens=min(max_new_tokens, room),
+                                       temperature=temperature, top_p=top_p, top_k=top_k, eos_id=tok_lib.EOS_ID,
+                                       pad_id=tok_lib.PAD_ID, seed=seed + ci)
         texts = tok.decode_batch(gen.to_lists(), skip_special_tokens=False)
         lengths, finished = gen.lengths.tolist(), gen.finished.tolist()
         for i, rec in enumerate(recs):

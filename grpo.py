@@ -1,7 +1,7 @@
 """
 grpo.py -- Group Relative Policy Optimization, written out by hand, as the paper ran it (verl).
 
-One step: take N prompts from the RL pool, sample r completions of each with the batched sampler, score
+One step: take N prompts from the RL pool, sample r completions of each with sampler.py, score
 every completion with the shared verifier (evaluate.py), turn rewards into group-relative advantages, then
 make `minibatches` clipped policy-gradient updates over the rollout batch, with a k3 KL penalty to the frozen
 initial model. Settings at `paper` scale are SPEC §7's; smaller presets scale the sizes, not the algorithm.
@@ -40,6 +40,7 @@ import torch
 import datagen
 import evaluate
 import model as model_lib
+import sampler as sampler_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
                     ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, make_optimizer, opt,
@@ -317,9 +318,9 @@ def rollout(policy, tok, records: list[dict], cfg: Config, step: int, dist, auto
     prompt_ids = encode_prompts(tok, records)
     policy.eval()
     with autocast:
-        gen = model_lib.generate(policy, prompt_ids, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                                 temperature=cfg.temperature, top_p=cfg.top_p, eos_id=tok_lib.EOS_ID,
-                                 pad_id=tok_lib.PAD_ID, seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
+        gen = sampler_lib.generate(policy, prompt_ids, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+                                   temperature=cfg.temperature, top_p=cfg.top_p, eos_id=tok_lib.EOS_ID,
+                                   pad_id=tok_lib.PAD_ID, seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
     policy.train()
     group_records = [rec for rec in records for _ in range(cfg.group_size)]
     return Rollout(group_records, prompt_ids, gen, decode_responses(tok, gen), time.time() - t0)

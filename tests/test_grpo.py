@@ -16,6 +16,7 @@ import datagen
 import evaluate
 import grpo
 import model as model_lib
+import sampler as sampler_lib
 import tokenizer as tok_lib
 from common import UserError, make_optimizer
 
@@ -285,8 +286,8 @@ def test_sequence_batch_with_the_real_sampler(micro):
     state, tok, records = micro
     policy = model_lib.model_from_state(state)
     prompt_ids = grpo.encode_prompts(tok, records[:4])
-    gen = model_lib.generate(policy, prompt_ids, n=8, max_new_tokens=40, temperature=1.0, eos_id=tok_lib.EOS_ID,
-                             pad_id=tok_lib.EOS_ID, seed=0)
+    gen = sampler_lib.generate(policy, prompt_ids, n=8, max_new_tokens=40, temperature=1.0, eos_id=tok_lib.EOS_ID,
+                               pad_id=tok_lib.EOS_ID, seed=0)
     x, y, mask = grpo.sequence_batch(prompt_ids, gen, 8, tok_lib.EOS_ID)
     assert gen.finished.any() and (~gen.finished).any()  # both kinds of row occur
     for i, resp in enumerate(gen.to_lists()):
