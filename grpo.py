@@ -75,6 +75,8 @@ class Config:
     group_size: int = opt(8, "samples per prompt (paper 6)")
     temperature: float = opt(1.0, "sampling temperature for rollouts")
     top_p: float = opt(1.0, "nucleus sampling for rollouts")
+    sampler: str = opt("shared", "shared: sampler.py (fast, the default); plain: model.generate (the readable one; "
+                                 "other random draws of the same distribution, no top_p; may change on --resume)")
     max_new_tokens: int = opt(160, "response length limit (paper 1024)")
     # --- objective
     reward: str = opt("outcome", "outcome / process / strict (SPEC §5)")
@@ -318,9 +320,10 @@ def rollout(policy, tok, records: list[dict], cfg: Config, step: int, dist, auto
     prompt_ids = encode_prompts(tok, records)
     policy.eval()
     with autocast:
-        gen = sampler_lib.generate(policy, prompt_ids, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                                   temperature=cfg.temperature, top_p=cfg.top_p, eos_id=tok_lib.EOS_ID,
-                                   pad_id=tok_lib.PAD_ID, seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
+        gen = sampler_lib.generate_with(cfg.sampler, policy, prompt_ids, n=cfg.group_size,
+                                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                        top_p=cfg.top_p, eos_id=tok_lib.EOS_ID, pad_id=tok_lib.PAD_ID,
+                                        seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
     policy.train()
     group_records = [rec for rec in records for _ in range(cfg.group_size)]
     return Rollout(group_records, prompt_ids, gen, decode_responses(tok, gen), time.time() - t0)
@@ -418,13 +421,14 @@ class LogprobModule(torch.nn.Module):
 def evaluate_policy(policy, tok, records: list[dict], cfg: Config, autocast, seed: int) -> dict:
     """Greedy answer accuracy / verified rate, and pass@k (k <= eval_n) at the rollout temperature."""
     greedy = evaluate.sample_and_score(policy, tok, records, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
-                                       seed=seed, autocast=autocast)
+                                       seed=seed, autocast=autocast, sampler=cfg.sampler)
     out = {"greedy_acc": sum(r[0]["answer_correct"] for r in greedy) / len(records),
            "greedy_verified": sum(r[0]["verified"] for r in greedy) / len(records),
            "greedy_hacked": sum(r[0]["hacked"] for r in greedy) / len(records)}
     if cfg.eval_n > 1:
         sampled = evaluate.sample_and_score(policy, tok, records, n=cfg.eval_n, temperature=cfg.temperature,
-                                            max_new_tokens=cfg.max_new_tokens, seed=seed + 1, autocast=autocast)
+                                            max_new_tokens=cfg.max_new_tokens, seed=seed + 1, autocast=autocast,
+                                            sampler=cfg.sampler)
         for metric in ("verified", "answer_correct"):
             counts = [(len(rs), sum(r[metric] for r in rs)) for rs in sampled]
             for k, v in evaluate.pass_at_k_curve(counts, evaluate.default_ks(cfg.eval_n)).items():
@@ -474,6 +478,7 @@ def check_config(cfg: Config, world: int) -> None:
                         f"{cfg.minibatches} mini-batches of whole prompt groups")
     if not cfg.temperature > 0 or not 0 < cfg.top_p <= 1:
         raise UserError("--temperature must be > 0 for rollouts (sampling), and --top_p in (0, 1]")
+    sampler_lib.check_sampler(cfg.sampler, cfg.top_p)
 
 
 def train(cfg: Config, dist) -> dict:
@@ -492,7 +497,7 @@ def train(cfg: Config, dist) -> dict:
         resume_state = load_checkpoint(path)
         changed = resume_changes(resume_state["config"], cfg, ("max_steps", "resume", "overwrite", "device",
                                                                "log_every", "eval_every", "ckpt_every", "keep_last",
-                                                               "compile"))
+                                                               "compile", "sampler"))
         if changed:
             raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
     init_state = load_checkpoint(cfg.init_from)
@@ -572,7 +577,7 @@ def train(cfg: Config, dist) -> dict:
                            "pool prompts", log)
             selected, _ = evaluate.select_edge(policy, tok, full, n=cfg.reselect_n, temperature=cfg.temperature,
                                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + step,
-                                               autocast=autocast)
+                                               autocast=autocast, sampler=cfg.sampler)
             if selected:
                 pool = selected
                 stream = PromptStream(pool, cfg.seed + step)

@@ -5,7 +5,8 @@ stored once and shared by its n samples, plus top-p / top-k, stop ids and chunki
 Read model.py's `generate` first: the plain version of the same thing (a static KV cache row per sample). This
 one gives the same tokens at temperature 0 (tested) and samples the same distribution otherwise, but draws its
 random numbers differently (inverse-CDF sampling, not `torch.multinomial`), so one seed gives other samples in
-the two. grpo.py and evaluate.py run this one; `python bench.py model` times both.
+the two. grpo.py and evaluate.py run this one by default (`--sampler shared`); `--sampler plain` runs
+model.generate instead (temperature only: no top-p / top-k). `python bench.py model` times both.
 
 Why it is faster: in RL a prompt (a long problem statement) is most of each row's cache, and its n samples
 share it. The prompt is prefilled once, its keys/values are kept once, and a decode step attends to them with
@@ -21,7 +22,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import model as model_lib
+from common import UserError
 from model import EOS_ID, PAD_ID, Generation, ModelConfig, attend, left_pad, sampling_setup
+
+SAMPLERS = ("shared", "plain")  # the values of grpo.py's and evaluate.py's --sampler
 
 
 class SharedPrefixCache:
@@ -197,3 +202,19 @@ def sample_logits(logits, temperature: float, top_k: int, top_p: float, gen: tor
     tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=probs.size(-1) - 1)
     return tok, probs.gather(1, tok[:, None])[:, 0].log() if return_logprobs else None
 
+
+def check_sampler(name: str, top_p: float = 1.0, top_k: int = 0) -> None:
+    """UserError unless `name` is a sampler (SAMPLERS) that can serve these top_p / top_k settings."""
+    if name not in SAMPLERS:
+        raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    if name == "plain" and (top_p < 1 or top_k > 0):
+        raise UserError("--sampler plain samples at a temperature only; use --sampler shared for top_p / top_k")
+
+
+def generate_with(name: str, model, prompts: list[list[int]], top_p: float = 1.0, top_k: int = 0,
+                  **kwargs) -> Generation:
+    """`generate` of the sampler a --sampler flag names: shared (this file) or plain (model.generate)."""
+    check_sampler(name, top_p, top_k)
+    if name == "plain":
+        return model_lib.generate(model, prompts, **kwargs)
+    return generate(model, prompts, top_p=top_p, top_k=top_k, **kwargs)

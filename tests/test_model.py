@@ -486,6 +486,16 @@ def test_generate_rejects_bad_requests(model, kind):
         generate(model, [[2]], temperature=-1.0)
 
 
+def test_sampler_choice_by_name(model):
+    out = S.generate_with("plain", model, PROMPTS, n=2, max_new_tokens=5, temperature=0, eos_id=None)
+    assert torch.equal(out.tokens, S.generate_with("shared", model, PROMPTS, n=2, max_new_tokens=5, temperature=0,
+                                                   eos_id=None).tokens)
+    with pytest.raises(UserError, match="--sampler must be one of shared, plain"):
+        S.check_sampler("fast")
+    with pytest.raises(UserError, match="--sampler shared for top_p"):
+        S.generate_with("plain", model, PROMPTS, top_p=0.9)
+
+
 @both
 def test_generate_under_bf16_autocast(model, kind):
     with torch.autocast("cpu", dtype=torch.bfloat16):
