@@ -379,10 +379,11 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 
 def resume_changes(old: dict, cfg, may_change: tuple) -> str:
-    """The settings of `cfg` that differ from the checkpointed config `old`, except those in `may_change`."""
-    new = dataclasses.asdict(cfg)
-    diff = [k for k in new if k not in may_change and old.get(k) != new[k]]
-    return ", ".join(f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in diff)
+    """The settings of `cfg` that differ from the checkpointed config `old`, except those in `may_change`. A
+    setting `old` lacks was added to the script after that run started, which ran as its default does."""
+    new, default = dataclasses.asdict(cfg), dataclasses.asdict(type(cfg)())
+    diff = [k for k in new if k not in may_change and old.get(k, default[k]) != new[k]]
+    return ", ".join(f"{k} ({old.get(k, default[k])!r} -> {new[k]!r})" for k in diff)
 
 
 def prune_checkpoints(folder: str | Path, keep: int, protect: Path | None = None) -> None:

@@ -76,7 +76,7 @@ class Config:
     temperature: float = opt(1.0, "sampling temperature for rollouts")
     top_p: float = opt(1.0, "nucleus sampling for rollouts")
     sampler: str = opt("shared", "shared: sampler.py (fast, the default); plain: model.generate (the readable one; "
-                                 "other random draws of the same distribution, no top_p; may change on --resume)")
+                                 "other random draws of the same distribution, no top_p)")
     max_new_tokens: int = opt(160, "response length limit (paper 1024)")
     # --- objective
     reward: str = opt("outcome", "outcome / process / strict (SPEC §5)")
@@ -497,7 +497,7 @@ def train(cfg: Config, dist) -> dict:
         resume_state = load_checkpoint(path)
         changed = resume_changes(resume_state["config"], cfg, ("max_steps", "resume", "overwrite", "device",
                                                                "log_every", "eval_every", "ckpt_every", "keep_last",
-                                                               "compile", "sampler"))
+                                                               "compile"))
         if changed:
             raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
     init_state = load_checkpoint(cfg.init_from)

@@ -3,6 +3,7 @@ advantages, a tiny run that learns, exact resume, config errors and the reward v
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -461,6 +462,12 @@ def test_bad_flags(flags, message, tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+
+
+def test_resume_counts_settings_added_later_at_their_default():
+    old = {k: v for k, v in dataclasses.asdict(rl_config()).items() if k != "sampler"}  # saved before the flag
+    assert common.resume_changes(old, rl_config(), ()) == ""
+    assert common.resume_changes(old, rl_config(sampler="plain"), ()) == "sampler ('shared' -> 'plain')"
 
 
 def test_check_config_counts_processes():
