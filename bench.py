@@ -2,6 +2,7 @@
 The project's benchmarks, one per subcommand (the first word picks it; the rest are its flags):
 
   python bench.py model                      # train-step and sampling throughput, ours vs transformers' Qwen2
+                                             # (sampling: sampler.py's, model.py's plain one, and transformers')
   python bench.py model --preset paper --device cuda --dtype bf16 --compile
   python bench.py data                       # datagen problems/s per core (op 5/10/20, both modes), workers
   python bench.py tokenizer                  # BPE training time, encode tokens/s on one core and all cores
@@ -116,9 +117,11 @@ def train_step_fn(model_fn, params, batch, amp, device):
 
 
 def bench_model(cfg: ModelBench) -> None:
-    """Training and sampling throughput of model.py vs transformers' Qwen2ForCausalLM (same weights and batch)."""
+    """Training and sampling throughput of model.py vs transformers' Qwen2ForCausalLM (same weights and batch).
+    "ours" samples with sampler.py (what the experiments run); "plain" is model.generate, for comparison."""
     import hf as hf_io
     import model as M
+    import sampler as S
 
     if cfg.dtype not in ("fp32", "bf16"):
         raise UserError(f"--dtype must be fp32 or bf16, got {cfg.dtype!r}")
@@ -152,13 +155,15 @@ def bench_model(cfg: ModelBench) -> None:
                             .manual_seed(cfg.seed)).tolist()
     gen_tokens = cfg.prompts * cfg.n * cfg.max_new_tokens
 
-    def ours_generate():
-        with amp:
-            out = M.generate(ours, prompts, n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
-                             eos_id=None, seed=cfg.seed)
-        assert int(out.lengths.sum()) == gen_tokens
+    def generate_with(generate):
+        def run():
+            with amp:
+                out = generate(ours, prompts, n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
+                               eos_id=None, seed=cfg.seed)
+            assert int(out.lengths.sum()) == gen_tokens
+        return run
 
-    samplers = {"ours": ours_generate}
+    samplers = {"ours": generate_with(S.generate), "plain": generate_with(M.generate)}
     if hf is not None:
         hf.eval()
         # the same sampling as ours: plain temperature-1 sampling with the KV cache, EOS disabled
@@ -177,7 +182,8 @@ def bench_model(cfg: ModelBench) -> None:
     seconds = interleaved(samplers, cfg.warmup, cfg.reps, device)
     sample = {k: gen_tokens / s for k, s in seconds.items()}
     for k, v in sample.items():
-        print(f"sample {k:<4}: {fmt_rate(v)} generated tok/s")
+        print(f"sample {k:<5}: {fmt_rate(v)} generated tok/s")
+    print(f"sampler.py / model.generate: {sample['ours'] / sample['plain']:.2f}x")
 
     # -- training step --
     ours.train()

@@ -379,10 +379,11 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 
 def resume_changes(old: dict, cfg, may_change: tuple) -> str:
-    """The settings of `cfg` that differ from the checkpointed config `old`, except those in `may_change`."""
-    new = dataclasses.asdict(cfg)
-    diff = [k for k in new if k not in may_change and old.get(k) != new[k]]
-    return ", ".join(f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in diff)
+    """The settings of `cfg` that differ from the checkpointed config `old`, except those in `may_change`. A
+    setting `old` lacks was added to the script after that run started, which ran as its default does."""
+    new, default = dataclasses.asdict(cfg), dataclasses.asdict(type(cfg)())
+    diff = [k for k in new if k not in may_change and old.get(k, default[k]) != new[k]]
+    return ", ".join(f"{k} ({old.get(k, default[k])!r} -> {new[k]!r})" for k in diff)
 
 
 def prune_checkpoints(folder: str | Path, keep: int, protect: Path | None = None) -> None:
@@ -544,6 +545,18 @@ def autocast_for(dtype: str, device: torch.device):
     return (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()), use_bf16
 
 
+def make_optimizer(model: torch.nn.Module, weight_decay: float, lr: float, betas: tuple[float, float],
+                   device_type: str) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and the embedding (>= 2-D), none on norm weights and biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    print(f"optimizer: weight decay on {len(decay)} tensors ({sum(p.numel() for p in decay):,} params), "
+          f"none on {len(no_decay)} tensors ({sum(p.numel() for p in no_decay):,} params)")
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
 def wrap_for_training(module: torch.nn.Module, compile: bool, dist: Dist) -> torch.nn.Module:
     """torch.compile it if asked, then wrap it in DDP under torchrun (gradients sync inside backward)."""
     if compile:
@@ -552,6 +565,23 @@ def wrap_for_training(module: torch.nn.Module, compile: bool, dist: Dist) -> tor
         from torch.nn.parallel import DistributedDataParallel as DDP
         module = DDP(module, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
     return module
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The model inside the torch.compile (`_orig_mod`) and DDP (`module`) wrappers of `wrap_for_training`."""
+    while isinstance(getattr(module, "_orig_mod", None) or getattr(module, "module", None), torch.nn.Module):
+        module = getattr(module, "_orig_mod", None) or module.module
+    return module
+
+
+def strip_prefixes(state_dict: dict) -> dict:
+    """Parameter names without the `_orig_mod.` (torch.compile) and `module.` (DDP) prefixes of those wrappers."""
+    out = {}
+    for k, v in state_dict.items():
+        while k.startswith(("_orig_mod.", "module.")):
+            k = k.split(".", 1)[1]
+        out[k] = v
+    return out
 
 
 def cleanup_dist() -> None:

@@ -796,16 +796,17 @@ def pass_at_k_by(results: list[dict], by: str = "all", ks: list[int] | None = No
 
 def sample_and_score(model, tok, records: list[dict], n: int = 1, temperature: float = 0.7, top_p: float = 1.0,
                      top_k: int = 0, max_new_tokens: int = 512, seed: int = 0, autocast=None,
-                     batch_rows: int = 1024, progress: bool = False, keep_text: int = 0) -> list[list[dict]]:
-    """n completions of every record from model.py's batched sampler (each prompt is prefilled once and
-    sampled n times), each scored by verify(). Returns, per record, its n results: verify()'s fields plus
-    `length` (generated tokens) and `finished` (ended by EOS), and `completion` for the first `keep_text`.
+                     batch_rows: int = 1024, progress: bool = False, keep_text: int = 0,
+                     sampler: str = "shared") -> list[list[dict]]:
+    """n completions of every record from the sampler named by `sampler` (see sampler.py), each scored by
+    verify(). Returns, per record, its n results: verify()'s fields plus `length` (generated tokens) and
+    `finished` (ended by EOS), and `completion` for the first `keep_text`.
 
     Records are sampled in chunks of at most `batch_rows` rows (prompts x n); chunk i uses seed + i, so the
     samples depend on (seed, batch_rows) and nothing else."""
     import contextlib
 
-    import model as model_lib
+    import sampler as sampler_lib
     import tokenizer as tok_lib
 
     autocast = autocast or contextlib.nullcontext()
@@ -823,9 +824,9 @@ def sample_and_score(model, tok, records: list[dict], n: int = 1, temperature: f
         if room < 1:
             raise ValueError(f"a prompt of {max(len(p) for p in ps)} tokens fills the model's context ({limit})")
         with autocast:
-            gen = model_lib.generate(model, ps, n=n, max_new_tokens=min(max_new_tokens, room),
-                                     temperature=temperature, top_p=top_p, top_k=top_k, eos_id=tok_lib.EOS_ID,
-                                     pad_id=tok_lib.PAD_ID, seed=seed + ci)
+            gen = sampler_lib.generate_with(sampler, model, ps, n=n, max_new_tokens=min(max_new_tokens, room),
+                                            temperature=temperature, top_p=top_p, top_k=top_k,
+                                            eos_id=tok_lib.EOS_ID, pad_id=tok_lib.PAD_ID, seed=seed + ci)
         texts = tok.decode_batch(gen.to_lists(), skip_special_tokens=False)
         lengths, finished = gen.lengths.tolist(), gen.finished.tolist()
         for i, rec in enumerate(recs):
@@ -983,6 +984,8 @@ class Config:
     temperature: float = opt(0.7, "sampling temperature (paper: 0.7); 0 = greedy")
     top_p: float = opt(1.0, "nucleus sampling")
     top_k: int = opt(0, "top-k sampling (0 = off)")
+    sampler: str = opt("shared", "shared: sampler.py (fast, the default); plain: model.generate (the readable one; "
+                                 "other random draws, no top_p / top_k)")
     max_new_tokens: int = opt(512, "longest completion (paper: 1024); cut at the model's context if longer")
     seed: int = opt(0, "sampling seed")
     batch_rows: int = opt(1024, "rows (prompts x samples) per sampler call")
@@ -1008,6 +1011,7 @@ def main(cfg) -> dict:
 
     import datagen
     import model as model_lib
+    import sampler as sampler_lib
     import tokenizer as tok_lib
     from common import (UserError, autocast_for, check_out_dir, load_checkpoint, parse_bands, print_config, run_info,
                         save_json, setup_dist)
@@ -1024,6 +1028,7 @@ def main(cfg) -> dict:
         raise UserError("--edge_metric must be verified or answer_correct")
     if cfg.select_edge and len(cfg.ckpt) != 1:
         raise UserError("--select_edge works on one --ckpt at a time")
+    sampler_lib.check_sampler(cfg.sampler, cfg.top_p, cfg.top_k)
     bands = parse_bands(cfg.bands)
     records = datagen.load_problems(cfg.data or cfg.recipe, cfg.problems, cfg.data_seed, cfg.split)
     if not records:
@@ -1047,7 +1052,7 @@ def main(cfg) -> dict:
             scored = sample_and_score(model, tok, records, n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
                                       top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                                       autocast=autocast, batch_rows=cfg.batch_rows, progress=True,
-                                      keep_text=cfg.keep_text)
+                                      keep_text=cfg.keep_text, sampler=cfg.sampler)
         except ValueError as e:
             raise UserError(f"{label}: {e}; evaluate shorter problems or a model with a longer context") from None
         seconds = time.time() - t0

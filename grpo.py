@@ -1,7 +1,7 @@
 """
 grpo.py -- Group Relative Policy Optimization, written out by hand, as the paper ran it (verl).
 
-One step: take N prompts from the RL pool, sample r completions of each with the batched sampler, score
+One step: take N prompts from the RL pool, sample r completions of each with sampler.py, score
 every completion with the shared verifier (evaluate.py), turn rewards into group-relative advantages, then
 make `minibatches` clipped policy-gradient updates over the rollout batch, with a k3 KL penalty to the frozen
 initial model. Settings at `paper` scale are SPEC §7's; smaller presets scale the sizes, not the algorithm.
@@ -40,12 +40,13 @@ import torch
 import datagen
 import evaluate
 import model as model_lib
+import sampler as sampler_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, opt, plot_lines,
-                    print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main, save_json,
-                    save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir, step_line,
-                    truncate_logs, wrap_for_training)
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, make_optimizer, opt,
+                    plot_lines, print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main,
+                    save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir,
+                    step_line, truncate_logs, wrap_for_training)
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Config:
     group_size: int = opt(8, "samples per prompt (paper 6)")
     temperature: float = opt(1.0, "sampling temperature for rollouts")
     top_p: float = opt(1.0, "nucleus sampling for rollouts")
+    sampler: str = opt("shared", "shared: sampler.py (fast, the default); plain: model.generate (the readable one; "
+                                 "other random draws of the same distribution, no top_p)")
     max_new_tokens: int = opt(160, "response length limit (paper 1024)")
     # --- objective
     reward: str = opt("outcome", "outcome / process / strict (SPEC §5)")
@@ -317,9 +320,10 @@ def rollout(policy, tok, records: list[dict], cfg: Config, step: int, dist, auto
     prompt_ids = encode_prompts(tok, records)
     policy.eval()
     with autocast:
-        gen = model_lib.generate(policy, prompt_ids, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                                 temperature=cfg.temperature, top_p=cfg.top_p, eos_id=tok_lib.EOS_ID,
-                                 pad_id=tok_lib.PAD_ID, seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
+        gen = sampler_lib.generate_with(cfg.sampler, policy, prompt_ids, n=cfg.group_size,
+                                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                        top_p=cfg.top_p, eos_id=tok_lib.EOS_ID, pad_id=tok_lib.PAD_ID,
+                                        seed=cfg.seed * 1_000_003 + step * 101 + dist.rank)
     policy.train()
     group_records = [rec for rec in records for _ in range(cfg.group_size)]
     return Rollout(group_records, prompt_ids, gen, decode_responses(tok, gen), time.time() - t0)
@@ -417,13 +421,14 @@ class LogprobModule(torch.nn.Module):
 def evaluate_policy(policy, tok, records: list[dict], cfg: Config, autocast, seed: int) -> dict:
     """Greedy answer accuracy / verified rate, and pass@k (k <= eval_n) at the rollout temperature."""
     greedy = evaluate.sample_and_score(policy, tok, records, n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
-                                       seed=seed, autocast=autocast)
+                                       seed=seed, autocast=autocast, sampler=cfg.sampler)
     out = {"greedy_acc": sum(r[0]["answer_correct"] for r in greedy) / len(records),
            "greedy_verified": sum(r[0]["verified"] for r in greedy) / len(records),
            "greedy_hacked": sum(r[0]["hacked"] for r in greedy) / len(records)}
     if cfg.eval_n > 1:
         sampled = evaluate.sample_and_score(policy, tok, records, n=cfg.eval_n, temperature=cfg.temperature,
-                                            max_new_tokens=cfg.max_new_tokens, seed=seed + 1, autocast=autocast)
+                                            max_new_tokens=cfg.max_new_tokens, seed=seed + 1, autocast=autocast,
+                                            sampler=cfg.sampler)
         for metric in ("verified", "answer_correct"):
             counts = [(len(rs), sum(r[metric] for r in rs)) for rs in sampled]
             for k, v in evaluate.pass_at_k_curve(counts, evaluate.default_ks(cfg.eval_n)).items():
@@ -473,6 +478,7 @@ def check_config(cfg: Config, world: int) -> None:
                         f"{cfg.minibatches} mini-batches of whole prompt groups")
     if not cfg.temperature > 0 or not 0 < cfg.top_p <= 1:
         raise UserError("--temperature must be > 0 for rollouts (sampling), and --top_p in (0, 1]")
+    sampler_lib.check_sampler(cfg.sampler, cfg.top_p)
 
 
 def train(cfg: Config, dist) -> dict:
@@ -506,7 +512,7 @@ def train(cfg: Config, dist) -> dict:
     if cfg.kl_coef > 0:  # the frozen initial model
         ref = model_lib.model_from_state(init_state).to(device).eval()
         ref.requires_grad_(False)
-    optimizer = policy.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
+    optimizer = make_optimizer(policy, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr
 
@@ -571,7 +577,7 @@ def train(cfg: Config, dist) -> dict:
                            "pool prompts", log)
             selected, _ = evaluate.select_edge(policy, tok, full, n=cfg.reselect_n, temperature=cfg.temperature,
                                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + step,
-                                               autocast=autocast)
+                                               autocast=autocast, sampler=cfg.sampler)
             if selected:
                 pool = selected
                 stream = PromptStream(pool, cfg.seed + step)

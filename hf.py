@@ -21,9 +21,8 @@ from pathlib import Path
 
 import torch
 
-from common import UserError, opt, run_main
-from model import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, ModelConfig, Transformer, load_model, model_from_state,
-                   strip_prefixes, unwrap)
+from common import UserError, opt, run_main, strip_prefixes, unwrap
+from model import BOS_ID, EOS_ID, PAD_ID, UNK_ID, ModelConfig, Transformer, load_model, model_from_state
 from tokenizer import SPECIAL_TOKENS
 
 # tokenizer_config.json names the special tokens by role: role -> the model's id (the token is SPECIAL_TOKENS[id])

@@ -1,27 +1,19 @@
 """
-The model: a Qwen2.5-style decoder-only transformer in plain PyTorch, plus its sampler and checkpoint loading.
+The model: a Qwen2.5-style decoder-only transformer in plain PyTorch, a plain sampler, and checkpoint loading.
 
-Given the same weights it computes the same function as `transformers`' `Qwen2ForCausalLM`:
-RMSNorm (fp32 inside), rotary position embeddings (half-split `rotate_half` convention, theta 1e6 over the whole
-head), grouped-query attention, q/k/v projections with bias and o_proj without, a SwiGLU MLP, pre-norm residual
-blocks, a final norm and tied input/output embeddings. Parameter names follow Hugging Face's (minus the `model.`
-prefix), except that q/k/v and gate/up projections are stacked into one matrix each (fewer kernels per step);
-hf.py splits them for a `transformers` folder and stacks them back.
+Given the same weights it computes the same function as `transformers`' `Qwen2ForCausalLM` (SPEC §6). Parameter
+names follow HF's (minus `model.`), but q/k/v and gate/up are stacked into one matrix each; hf.py converts.
+Sections: config | modules (RMSNorm, rotary, Attention, MLP, Block) | model (Transformer) | sampler (generate,
+with a static KV cache) | I/O (model_from_state, load_model). The experiments sample with sampler.py: faster
+(each prompt's cache is shared by its n rows), the same tokens at temperature 0.
 
-Sections, top to bottom:
-  config      ModelConfig, PRESETS, config_from_preset
-  modules     RMSNorm, rotary embeddings, attention, MLP, Block
-  model       Transformer: forward/loss, token_logprobs, optimizer groups, FLOPs for MFU
-  sampler     generate(): static KV cache, left-padded prompts, one prefill per prompt shared by its n samples
-  I/O         model_from_state / load_model (project checkpoints; Hugging Face folders: hf.py)
-
-Examples:
   python model.py --preset paper                      # print the config and parameter counts of a preset
 
   from model import Transformer, config_from_preset, generate
   model = Transformer(config_from_preset("tiny", max_seq_len=1024))
   logits, loss = model(idx, targets, loss_mask=mask)
   out = generate(model, [[2, 17, 40], [2, 99]], n=8, max_new_tokens=256, temperature=1.0, seed=0)
+  out.to_lists()                                      # each row's generated ids, EOS included, padding removed
 """
 
 from __future__ import annotations
@@ -36,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import UserError, load_checkpoint, opt, run_main
+from common import UserError, load_checkpoint, opt, run_main, strip_prefixes, unwrap
 
 # Special token ids of the project's tokenizer; the HF export (hf.py) checks the tokenizer agrees.
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -88,8 +80,7 @@ def config_from_preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise UserError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
     names = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
+    if unknown := sorted(set(overrides) - names):
         raise UserError(f"unknown model config field(s) {', '.join(unknown)}; fields are {', '.join(sorted(names))}")
     return ModelConfig(**{**PRESETS[name], **overrides})
 
@@ -106,15 +97,14 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        if x.dtype == self.weight.dtype == torch.float32:  # the fp32 residual stream (also under autocast): the
-            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)  # same arithmetic in one fused kernel
+        if x.dtype == self.weight.dtype == torch.float32:  # the same arithmetic in one fused kernel
+            return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
         # bf16 input: normalize in fp32, round to bf16, then scale (an fp32 weight makes the result fp32, as in HF)
         return self.weight * F.rms_norm(x.float(), (x.size(-1),), eps=self.eps).to(x.dtype)
 
 
 def rope_tables(cfg: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary tables [max_seq_len, head_dim] in fp32: cos(angle) for both halves, and sin(angle) with the sign
-    of `rotate_half` folded in (-sin for the first half, +sin for the second). Angles as HF computes them."""
+    """Rotary tables [max_seq_len, head_dim] fp32: cos for both halves; sin with rotate_half's sign (-sin, +sin)."""
     d = cfg.head_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float, device=device) / d))
     angles = torch.arange(cfg.max_seq_len, dtype=torch.float, device=device)[:, None] * inv_freq[None, :]
@@ -123,12 +113,8 @@ def rope_tables(cfg: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tens
 
 
 def apply_rotary(x, cos, sin):
-    """Rotate pairs (i, i + d/2) of x [B, T, heads, d] by the tables of `rope_tables` ([T, 1, d] or [B, T, 1, d]).
-
-    HF's `x * cos + rotate_half(x) * sin` with rotate_half's negation moved into the sin table: the same products
-    and sums per element (so the same bits), in four kernels. Done in fp32 and cast back, so bf16 q/k lose
-    nothing extra.
-    """
+    """Rotate pairs (i, i + d/2) of x [B, T, heads, d] by rope_tables' cos, sin [T, 1, d] or [B, T, 1, d]: HF's
+    `x * cos + rotate_half(x) * sin` with the negation in the sin table (the same bits), in fp32."""
     xf = x.float()
     x1, x2 = xf.chunk(2, dim=-1)
     return (xf * cos + torch.cat((x2, x1), dim=-1) * sin).to(x.dtype)
@@ -137,14 +123,13 @@ def apply_rotary(x, cos, sin):
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.layer_idx = layer_idx  # which KV cache slot this layer writes to while sampling
+        self.layer_idx = layer_idx  # which layer of the KV cache this one uses while sampling
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        # HF's q_proj, k_proj and v_proj stacked into one matmul (rows: H*d query, Hkv*d key, Hkv*d value):
-        # one kernel instead of three, which matters most in the small-batch decode steps of the sampler
+        # HF's q_proj, k_proj and v_proj stacked (rows: H*d query, Hkv*d key, Hkv*d value): one matmul, not three
         self.qkv_proj = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=True)
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None):
+    def forward(self, x, cos, sin, mask=None, cache=None):
         B, T, _ = x.shape
         H, Hkv = self.n_head, self.n_kv_head
         qkv = self.qkv_proj(x).view(B, T, H + 2 * Hkv, self.head_dim)  # [B, T, H+2Hkv, d]
@@ -154,16 +139,14 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)  # [B, Hkv, T, d]
         if cache is None:
             y = attend(q, k, v, mask)  # [B, H, T, d]
-        else:  # sampling: the cache stores this step's keys/values and attends over everything it holds
+        else:  # sampling: the cache (model.KVCache or sampler.py's) stores k, v and attends over all it holds
             y = cache.attend(self.layer_idx, q, k, v, mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * self.head_dim))
 
 
 def attend(q, k, v, mask=None):
-    """SDPA with grouped-query attention: query head h reads KV head h // (H / Hkv).
-
-    `mask` is a boolean [B or 1, 1, T, S] (True = may attend) or None, meaning causal.
-    """
+    """SDPA with grouped-query attention (query head h reads KV head h // (H / Hkv)); `mask` is a boolean
+    [B or 1, 1, T, S] (True = may attend) or None, meaning causal."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.size(2) > 1,
                                           enable_gqa=q.size(1) != k.size(1))
 
@@ -202,9 +185,8 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        # The output projection is embed_tokens.weight itself (tied), so there is no lm_head module or tensor.
-        # Rotary tables derive from the config: buffers that follow .to(device) but are never saved. They stay fp32
-        # under autocast; model.to(torch.bfloat16) casts them too, as HF's bf16 model uses bf16 cos/sin.
+        # The output projection is embed_tokens.weight itself (tied): no lm_head. Rotary tables are buffers that
+        # follow .to(device) but are never saved; fp32 under autocast, bf16 after .to(bf16) (as HF's bf16 model).
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)  # [max_seq_len, head_dim] fp32
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -214,12 +196,9 @@ class Transformer(nn.Module):
 
     @staticmethod
     def _init_weights(module, std: float):
-        # normal(0, std) for every matrix. At the paper's width (768) std is 0.02, as HF initializes Qwen2; narrower
-        # models get a proportionally larger std (0.02 * sqrt(768 / n_embd)), so that attention logits start with
-        # the same spread: with 0.02 at width 128 they start ~36x flatter and a tiny model spends its whole CPU
-        # budget before its heads learn to attend anywhere (we measured: a copy-a-letter head did not form in 1600
-        # steps at 0.02, and formed in 150 steps at 0.06). Residual projections are not scaled by 1/sqrt(2 n_layer):
-        # with pre-norm blocks and <= 12 layers training is stable without it.
+        # normal(0, std) for every matrix: 0.02 at width 768 (HF's Qwen2 init), 0.02 * sqrt(768 / n_embd) when narrower
+        # so attention logits start as spread out (at 0.02 a width-128 copy head had not formed after 1600 steps, at
+        # 0.06 it formed in 150). No 1/sqrt(2 n_layer) on residual projections: pre-norm, <= 12 layers, stable.
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
@@ -233,18 +212,9 @@ class Transformer(nn.Module):
         return n - self.embed_tokens.weight.numel() if non_embedding else n
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward) for MFU, the PaLM / nanoGPT estimate 6 N + 12 L H d T.
-
-        6 N: each weight does one multiply-add (2 FLOPs) per token forward and two backward. N includes the tied
-        embedding because it is also the output projection, a real [n_embd x vocab] matmul (the input lookup is
-        free). 12 L H d T: per layer, the scores QK^T and the weighted sum AV cost 2 * T * (H d) FLOPs each
-        forward, times 3 for the backward; H d = n_embd counts query heads, so GQA does not change it, and full
-        T (not T/2 for the causal half) is the convention. Norms, rotary and softmax are left out.
-        """
+        """Training FLOPs per token for MFU: PaLM's 6 N + 12 L H d T, N with the tied embedding (the output matmul)."""
         cfg = self.config
         return 6 * self.n_params() + 12 * cfg.n_layer * cfg.n_embd * seq_len
-
-    # -- trunk, shared by training, scoring and sampling --
 
     def rope(self, position_ids, T: int):
         """(cos, sin) for the rotary: [T, 1, d] for positions 0..T-1, else gathered per row as [B, T, 1, d]."""
@@ -253,7 +223,7 @@ class Transformer(nn.Module):
         return self.rope_cos[position_ids].unsqueeze(2), self.rope_sin[position_ids].unsqueeze(2)
 
     def trunk(self, idx, cos, sin, mask=None, cache=None):
-        """Token ids [B, T] -> hidden states [B, T, n_embd] before the final norm."""
+        """Token ids [B, T] -> hidden states [B, T, n_embd] before the final norm: training, scoring and sampling."""
         x = self.embed_tokens(idx)
         for block in self.layers:
             x = block(x, cos, sin, mask, cache)
@@ -275,16 +245,10 @@ class Transformer(nn.Module):
         cos, sin = self.rope(position_ids, T)
         return self.trunk(idx, cos, sin, mask)
 
-    # -- training and scoring --
-
     def forward(self, idx, targets=None, loss_mask=None, position_ids=None, doc_ids=None):
-        """idx [B, T] -> (logits [B, T, V] fp32, loss or None).
-
-        loss: mean cross-entropy over positions with loss_mask == 1 (all positions if None) and target != -100.
-        position_ids [B, T]: rotary positions (default 0..T-1, or restarting at each document when doc_ids given).
-        doc_ids [B, T]: id of the (contiguous) document each token belongs to in a packed row; attention then stays
-        inside a document, so each packed sample sees exactly what it would see alone.
-        """
+        """idx [B, T] -> (logits [B, T, V] fp32, loss: mean cross-entropy where loss_mask == 1 and target != -100).
+        position_ids: rotary positions [B, T] (default 0..T-1, restarting at each document of doc_ids [B, T], the
+        document of each token of a packed row, inside which attention then stays)."""
         logits = self.head(self.hidden(idx, position_ids, doc_ids))
         if targets is None:
             return logits, None
@@ -297,12 +261,8 @@ class Transformer(nn.Module):
 
     def token_logprobs(self, idx, targets, position_ids=None, doc_ids=None, return_entropy: bool = False,
                        temperature: float = 1.0):
-        """log p(targets[b, t] | idx[b, :t+1]) as fp32 [B, T] (0 where target == -100), for RL.
-
-        `temperature` scales the logits as the sampler did, so that the log-probs are those of the distribution
-        the tokens were drawn from. With `return_entropy`, also the entropy of each position's next-token
-        distribution [B, T]. Works under autocast: the logits are upcast to fp32 before any softmax.
-        """
+        """log p(targets[b, t] | idx[b, :t+1]) fp32 [B, T] (0 where target == -100) under logits / temperature, as
+        the sampler drew them; with `return_entropy` also each position's next-token entropy [B, T]."""
         logits = self.head(self.hidden(idx, position_ids, doc_ids))  # [B, T, V] fp32
         if temperature != 1.0:
             logits = logits / temperature
@@ -313,16 +273,6 @@ class Transformer(nn.Module):
         all_logp = logits.log_softmax(-1)
         return logp, -(all_logp.exp() * all_logp).sum(-1)
 
-    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float], device_type: str):
-        """AdamW; weight decay on matrices and the embedding (>= 2-D), none on norm weights and biases."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        print(f"optimizer: weight decay on {len(decay)} tensors ({sum(p.numel() for p in decay):,} params), "
-              f"none on {len(no_decay)} tensors ({sum(p.numel() for p in no_decay):,} params)")
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
-
 
 def doc_positions(doc_ids):
     """Positions that restart at 0 where a new document starts: doc_ids [B, T] -> [B, T] (no Python branching)."""
@@ -332,67 +282,25 @@ def doc_positions(doc_ids):
     return idx - torch.where(start, idx, 0).cummax(dim=1).values
 
 
-def unwrap(model) -> Transformer:
-    """The Transformer inside a torch.compile (`_orig_mod`) or DDP (`module`) wrapper."""
-    while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module):
-        model = getattr(model, "_orig_mod", None) or model.module
-    return model
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Sampler
 
 class KVCache:
-    """Keys and values while sampling n rows per prompt, the prompt's stored once and shared by its n rows.
+    """Static keys/values for `generate` (as in gpt-fast): per layer [R, n_kv_head, S, head_dim], slot s = position
+    s of the left-padded row. A forward writes slots start..start+T-1 and attends to all S through its mask."""
 
-    prompt part, per layer [P, Hkv, L, d]: what the prefill of the P (left-padded) prompts computed;
-    generated part, per layer [P, Hkv, n, max_new, d]: slot t holds generated token t of each of the n rows.
+    def __init__(self, cfg: ModelConfig, R: int, S: int, device, dtype):
+        shape = (R, cfg.n_kv_head, S, cfg.head_dim)
+        # zeros, not empty: a masked slot still meets a 0 attention weight, and 0 * NaN garbage would be NaN
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.start = 0  # the slot of this forward's first token
 
-    A decode step attends to both (shared-prefix or "cascade" attention, as in Hydragen and FlashInfer): one
-    matmul puts all n * H/Hkv queries of a prompt's KV head against that prompt's keys, another each row's
-    queries against its own generated keys, and one softmax runs over the two score blocks side by side. The
-    prompt's keys are read once per prompt instead of once per row: n times less cache traffic for the prompt,
-    which is most of the cache in RL (long problem statements, short answers so far; `python bench.py model`
-    times it). The sampler sets `t` before each forward: -1 for the prefill, else the slot the decode step writes.
-    """
-
-    def __init__(self, cfg: ModelConfig, prompt_valid, n: int, max_new: int, dtype):
-        P, L = prompt_valid.shape
-        self.n, self.t = n, -1
-        # False at the left padding of a prompt; None when no prompt is padded (nothing to hide)
-        self.prompt_mask = None if prompt_valid.all() else prompt_valid[:, None, None, :]  # [P, 1, 1, L]
-        self.k_prompt: list = [None] * cfg.n_layer
-        self.v_prompt: list = [None] * cfg.n_layer
-        shape = (P, cfg.n_kv_head, n, max_new, cfg.head_dim)  # never read before written: empty, not zeros
-        self.k_gen = [torch.empty(shape, device=prompt_valid.device, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v_gen = [torch.empty(shape, device=prompt_valid.device, dtype=dtype) for _ in range(cfg.n_layer)]
-
-    def attend(self, layer: int, q, k, v, mask=None):
-        """Store this forward's keys/values k, v [B, Hkv, T, d] and return the attention output for q [B, H, T, d]."""
-        if self.t < 0:  # prefill (B = P prompts): causal attention within each prompt; keep its keys/values
-            self.k_prompt[layer], self.v_prompt[layer] = k.contiguous(), v.contiguous()
-            return attend(q, k, v, mask)
-        kp, vp = self.k_prompt[layer], self.v_prompt[layer]  # [P, Hkv, L, d]
-        P, Hkv, L, d = kp.shape
-        n, t, R, H = self.n, self.t, q.size(0), q.size(1)  # decode: B = R = P * n rows, T = 1
-        G = H // Hkv  # query heads per KV head
-        # write generated slot t: row r = (prompt p, sample i) goes to [p, :, i, t]
-        self.k_gen[layer][:, :, :, t] = k.view(P, n, Hkv, d).transpose(1, 2)
-        self.v_gen[layer][:, :, :, t] = v.view(P, n, Hkv, d).transpose(1, 2)
-        kg, vg = self.k_gen[layer][:, :, :, :t + 1], self.v_gen[layer][:, :, :, :t + 1]  # [P, Hkv, n, t+1, d]
-        q = q.view(P, n, Hkv, G, d).transpose(1, 2) * d ** -0.5  # [P, Hkv, n, G, d], scaled as SDPA does
-        s_prompt = q.reshape(P, Hkv, n * G, d) @ kp.mT  # [P, Hkv, n*G, L]: every row's queries, shared keys
-        if self.prompt_mask is not None:
-            s_prompt = s_prompt.masked_fill(~self.prompt_mask, float("-inf"))
-        s_gen = q @ kg.mT  # [P, Hkv, n, G, t+1]: each row against its own generated keys
-        # one softmax over [prompt keys | generated keys], in fp32. Under bf16 autocast the scores come out of a
-        # bf16 matmul, rounded as in HF's eager attention (SDPA keeps them fp32); the bf16 sampler test bounds
-        # what that costs against an fp32 forward.
-        p = torch.cat((s_prompt.view(P, Hkv, n, G, L), s_gen), dim=-1).softmax(-1, dtype=torch.float32)
-        p = p.to(vp.dtype)
-        p_prompt, p_gen = p.split((L, t + 1), dim=-1)
-        y = (p_prompt.reshape(P, Hkv, n * G, L) @ vp).view(P, Hkv, n, G, d) + p_gen @ vg  # [P, Hkv, n, G, d]
-        return y.transpose(1, 2).reshape(R, H, 1, d)
+    def attend(self, layer: int, q, k, v, mask):
+        """Store k, v [R, Hkv, T, d] at their slots; attention of q [R, H, T, d] over the whole cache."""
+        self.k[layer][:, :, self.start:self.start + k.size(2)] = k
+        self.v[layer][:, :, self.start:self.start + v.size(2)] = v
+        return attend(q, self.k[layer], self.v[layer], mask)
 
 
 @dataclass
@@ -410,36 +318,48 @@ class Generation:
 
 @torch.inference_mode()
 def generate(model: Transformer, prompts: list[list[int]], n: int = 1, max_new_tokens: int = 256,
-             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, eos_id: int | None = EOS_ID,
-             pad_id: int = PAD_ID, stop_ids=(), seed: int | None = None, return_logprobs: bool = False,
-             max_batch_rows: int | None = None, progress: bool = False) -> Generation:
-    """Sample `n` continuations of each prompt (up to max_new_tokens each); see `Generation` for the output.
+             temperature: float = 1.0, eos_id: int | None = EOS_ID, pad_id: int = PAD_ID,
+             seed: int | None = None) -> Generation:
+    """Sample `n` continuations of each prompt, up to max_new_tokens each, with their log-probs (temperature 0:
+    greedy). Each prompt is repeated n times (R rows) and left-padded to the longest (L), so generated token t is
+    at slot L + t of every row; rotary positions count from each row's first real token. A row stops at eos_id
+    (kept and counted); later columns are pad_id. Under `torch.autocast` it samples in bf16."""
+    model, device, gen, dtype = sampling_setup(model, prompts, n, max_new_tokens, temperature, seed)
+    idx, positions, valid = left_pad([p for p in prompts for _ in range(n)], pad_id, device)  # [R, L] each
+    R, L = idx.shape
+    cache = KVCache(model.config, R, L + max_new_tokens, device, dtype)  # S = L + max_new_tokens slots a row
+    valid = F.pad(valid, (0, max_new_tokens), value=True)  # [R, S]: the slots that hold real tokens
+    slots = torch.arange(L + max_new_tokens, device=device)  # [S]
+    tokens = torch.full((R, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(R, max_new_tokens, device=device)
+    lengths = torch.zeros(R, dtype=torch.long, device=device)
+    done = torch.zeros(R, dtype=torch.bool, device=device)
+    x, pos = idx, positions  # the first forward (prefill) reads the whole prompt into slots 0..L-1
+    for t in range(max_new_tokens):
+        q_slots = slots[cache.start:cache.start + x.size(1), None]  # [T, 1]
+        # causal by absolute slot and no pad keys; a pad query sees itself, so no softmax row is empty
+        mask = (slots <= q_slots) & (valid[:, None, :] | (slots == q_slots))  # [R, T, S]
+        cos, sin = model.rope(pos, x.size(1))
+        logits = model.head(model.trunk(x, cos, sin, mask[:, None], cache)[:, -1])  # [R, V] fp32
+        if temperature > 0:  # draw from softmax(logits / temperature); log-probs under that distribution
+            logits = logits / temperature
+        tok = torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0] if temperature > 0 else logits.argmax(-1)
+        tokens[:, t] = tok.masked_fill(done, pad_id)
+        logprobs[:, t] = logits.log_softmax(-1).gather(1, tok[:, None])[:, 0].masked_fill(done, 0.0)
+        lengths += ~done
+        if eos_id is not None:
+            done |= tokens[:, t] == eos_id
+        if done.all():
+            break
+        cache.start = L + t  # the next forward reads token t: slot L + t, rotary position len + t
+        x, pos = tokens[:, t, None], positions[:, -1:] + 1 + t  # [R, 1] each
+    G = int(lengths.max())
+    return Generation(tokens=tokens[:, :G], lengths=lengths, finished=done, logprobs=logprobs[:, :G])
 
-    Design, chosen so that a decode step is one small forward plus a few tensor ops, with no per-row Python work,
-    no cache re-allocation or copying, and no host-device synchronization (except a periodic "all done?"):
 
-    - Rows are prompt-major (rows i*n .. i*n+n-1 continue prompt i), so expanding a prompt's state to its n rows
-      is a reshape-and-broadcast, and callers group samples per prompt (GRPO, pass@k) with `.view(P, n, ...)`.
-    - Each prompt is prefilled once and the last position's logits are repeated n times; the n rows then draw
-      independent noise, so they differ.
-    - Prompts of different lengths are LEFT-padded to the longest one (L), so every prompt ends at slot L-1 and
-      generated token t of every row is at generated slot t -- one shared write position per step. Per-row
-      position ids (0..len_i-1 for the prompt, len_i + t for generated token t) keep the rotary angles what they
-      would be unpadded, and a key-padding mask hides the pad slots from every query.
-    - The KV cache (`KVCache`) is static and indexed by absolute slot, as in gpt-fast: the prompt part is what
-      the prefill computed ([P, n_kv_head, L, head_dim] per layer), stored once per prompt and shared by its n
-      rows; the generated part is preallocated ([P, n_kv_head, n, max_new_tokens, head_dim]), step t writes slot
-      t and attends to slots 0..t. The cache is never re-allocated or concatenated, and the padding never moves.
-    - temperature 0 is greedy; otherwise logits / temperature, then top-k, then top-p (nucleus) filtering, then
-      a sample drawn with a seeded `torch.Generator` on the model's device (same seed -> same output).
-    - A row stops at eos_id or any id in stop_ids (that token is kept and counted in `lengths`); later columns
-      are pad_id. The loop ends when every row has stopped.
-    - `return_logprobs`: log-probability of each sampled token under the distribution it was drawn from (after
-      temperature and top-k/top-p); at temperature 0, under the unscaled model distribution.
-    - `max_batch_rows` splits a large request into chunks of whole prompts with at most that many rows each.
-
-    Run under `torch.autocast` to sample in bf16; the cache takes the autocast dtype (else the weights' dtype).
-    """
+def sampling_setup(model, prompts, n, max_new_tokens, temperature, seed, top_p=1.0, top_k=0):
+    """Both samplers' start: the unwrapped model, device, seeded generator and cache dtype (autocast's, else the
+    weights'); UserError for a request that cannot run."""
     model = unwrap(model)
     cfg = model.config
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -452,165 +372,49 @@ def generate(model: Transformer, prompts: list[list[int]], n: int = 1, max_new_t
     if longest + max_new_tokens > cfg.max_seq_len:
         raise UserError(f"longest prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                         f"max_seq_len ({cfg.max_seq_len})")
-    top_id = max(max(p) for p in prompts)
-    if top_id >= cfg.vocab_size or min(min(p) for p in prompts) < 0:
+    if max(max(p) for p in prompts) >= cfg.vocab_size or min(min(p) for p in prompts) < 0:
         raise UserError(f"prompt token ids must lie in 0..{cfg.vocab_size - 1}")
-
     device = model.embed_tokens.weight.device
     if seed is None:  # still reproducible under torch.manual_seed
         seed = int(torch.randint(0, 2**62, (1,)).item())
     gen = torch.Generator(device=device).manual_seed(seed)
-    stops = sorted({*stop_ids, *([eos_id] if eos_id is not None else [])})
-    per_chunk = max(1, (max_batch_rows or n * len(prompts)) // n)
-    chunks = [prompts[i:i + per_chunk] for i in range(0, len(prompts), per_chunk)]
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="generate", unit="chunk")
-    outs = [_generate_chunk(model, chunk, n, max_new_tokens, temperature, top_p, top_k, stops, pad_id, gen,
-                            return_logprobs) for chunk in chunks]
-    if len(outs) == 1:
-        return outs[0]
-    G = max(o.tokens.size(1) for o in outs)
-    return Generation(
-        tokens=torch.cat([F.pad(o.tokens, (0, G - o.tokens.size(1)), value=pad_id) for o in outs]),
-        lengths=torch.cat([o.lengths for o in outs]),
-        finished=torch.cat([o.finished for o in outs]),
-        logprobs=torch.cat([F.pad(o.logprobs, (0, G - o.logprobs.size(1))) for o in outs])
-        if return_logprobs else None)
+    autocast = torch.is_autocast_enabled(device.type)
+    return model, device, gen, torch.get_autocast_dtype(device.type) if autocast else model.embed_tokens.weight.dtype
 
 
-def _generate_chunk(model, prompts, n, max_new_tokens, temperature, top_p, top_k, stops, pad_id, gen,
-                    return_logprobs) -> Generation:
-    """One batch of `generate`: prefill the P prompts, then decode P * n rows step by step."""
-    cfg = model.config
-    device = model.embed_tokens.weight.device
-    P, R = len(prompts), len(prompts) * n
-    lens = torch.tensor([len(p) for p in prompts], device=device)  # [P]
+def left_pad(prompts: list[list[int]], pad_id: int, device):
+    """Prompts left-padded to the longest (L): ids, rotary positions (from 0 at the first real token), real? [P, L]."""
     L = max(len(p) for p in prompts)
-
-    # left-padded prompt batch, per-row positions, and which slots hold real tokens
-    idx = torch.full((P, L), pad_id, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        idx[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
-    idx = idx.to(device)
-    slots = torch.arange(L, device=device)
-    pad = (L - lens)[:, None]  # [P, 1] pad slots at the start of each row
-    positions = (slots[None, :] - pad).clamp(min=0)  # [P, L]
-    valid = slots[None, :] >= pad  # [P, L]
-
-    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else \
-        model.embed_tokens.weight.dtype
-    cache = KVCache(cfg, valid, n, max_new_tokens, dtype)
-
-    # prefill: each prompt once; its n rows share its keys/values and start from its last logits
-    mask = None
-    if not valid.all():
-        causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
-        # a pad query may see itself, so no softmax row is all -inf (that would put NaNs in the pad slots' values)
-        mask = ((causal & valid[:, None, :]) | torch.eye(L, dtype=torch.bool, device=device))[:, None]
-    cos, sin = model.rope(positions, L)
-    x = model.trunk(idx, cos, sin, mask, cache)
-    logits = model.head(x[:, -1]).repeat_interleave(n, dim=0)  # [R, V]
-
-    tokens = torch.full((R, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    logprobs = torch.zeros(R, max_new_tokens, device=device) if return_logprobs else None
-    lengths = torch.zeros(R, dtype=torch.long, device=device)
-    done = torch.zeros(R, dtype=torch.bool, device=device)
-    stop_t = torch.tensor(stops, dtype=torch.long, device=device)
-    next_pos = lens.repeat_interleave(n)[:, None]  # [R, 1] position of generated token 0
-    check_every = 1 if device.type == "cpu" else 8  # done.all() syncs the GPU; on CPU it is free
-    for t in range(max_new_tokens):
-        tok, lp = sample_logits(logits, temperature, top_k, top_p, gen, return_logprobs)
-        tok = tok.masked_fill(done, pad_id)
-        tokens[:, t] = tok
-        if return_logprobs:
-            logprobs[:, t] = lp.masked_fill(done, 0.0)
-        lengths += ~done
-        if len(stops):
-            done |= torch.isin(tok, stop_t)
-        if t == max_new_tokens - 1 or (len(stops) and t % check_every == 0 and bool(done.all())):
-            break
-        # decode token t: it goes to generated slot t and attends to its prompt and generated slots 0..t
-        cache.t = t
-        cos, sin = model.rope(next_pos + t, 1)
-        logits = model.head(model.trunk(tok[:, None], cos, sin, cache=cache)[:, -1])
-    G = int(lengths.max())
-    return Generation(tokens=tokens[:, :G], lengths=lengths, finished=done,
-                      logprobs=logprobs[:, :G] if return_logprobs else None)
-
-
-def sample_logits(logits, temperature: float, top_k: int, top_p: float, gen: torch.Generator,
-                  return_logprobs: bool = False):
-    """logits [R, V] fp32 -> (sampled ids [R], their log-probs [R] or None). Temperature 0 is argmax."""
-    if temperature == 0:
-        tok = logits.argmax(-1)
-        return tok, logits.log_softmax(-1).gather(1, tok[:, None])[:, 0] if return_logprobs else None
-    if temperature != 1.0:
-        logits = logits / temperature
-    if 0 < top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        # keep the smallest prefix of the sorted distribution whose mass reaches top_p (the top token always)
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs >= top_p
-        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(-1)
-    # Inverse-CDF sampling: one uniform per row, located in the running sum of the probabilities. It needs R random
-    # numbers instead of R x V (Gumbel/exponential noise) and never synchronizes with the GPU (torch.multinomial
-    # may); on CPU it is ~15x cheaper than either. The sum is in fp64 so rounding cannot skip a token, and
-    # right=True never lands on a zero-probability (filtered) token.
-    cdf = probs.cumsum(-1, dtype=torch.float64)
-    u = torch.rand(probs.size(0), 1, generator=gen, device=probs.device, dtype=torch.float64) * cdf[:, -1:]
-    tok = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=probs.size(-1) - 1)
-    return tok, probs.gather(1, tok[:, None])[:, 0].log() if return_logprobs else None
+    idx = torch.tensor([[pad_id] * (L - len(p)) + p for p in prompts], dtype=torch.long, device=device)
+    pad = torch.tensor([L - len(p) for p in prompts], device=device)[:, None]  # [P, 1]
+    slots = torch.arange(L, device=device)[None, :]  # [1, L]
+    return idx, (slots - pad).clamp(min=0), slots >= pad
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # I/O: project checkpoints
 
-def strip_prefixes(state_dict: dict) -> dict:
-    """Drop `_orig_mod.` (torch.compile) and `module.` (DDP) wrappers' prefixes from parameter names."""
-    out = {}
-    for k, v in state_dict.items():
-        while k.startswith(("_orig_mod.", "module.")):
-            k = k.split(".", 1)[1]
-        out[k] = v
-    return out
-
-
-def _config_from_dict(d: dict) -> ModelConfig:
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise UserError(f"model_config has unknown field(s) {', '.join(unknown)}; it was written by another "
-                        f"version of model.py")
-    return ModelConfig(**d)
-
-
 def model_from_state(state: dict, config: ModelConfig | dict | None = None, device="cpu") -> Transformer:
     """Build a model from a checkpoint dict {"model": state_dict, "model_config": {...}, ...} or a bare state_dict
     plus `config`. Any missing/unexpected tensor or shape mismatch raises UserError naming it."""
-    if "model" in state and isinstance(state["model"], dict):
-        state_dict = state["model"]
-        config = config if config is not None else state.get("model_config")
-    else:
-        state_dict = state
-    if config is None:
+    nested = isinstance(state.get("model"), dict)
+    state_dict = strip_prefixes(state["model"] if nested else state)
+    cfg = state.get("model_config") if config is None and nested else config
+    if cfg is None:
         raise UserError("the checkpoint has no 'model_config' entry; pass the ModelConfig it was trained with")
-    cfg = config if isinstance(config, ModelConfig) else _config_from_dict(config)
-    state_dict = strip_prefixes(state_dict)
+    if not isinstance(cfg, ModelConfig):
+        if unknown := sorted(set(cfg) - {f.name for f in dataclasses.fields(ModelConfig)}):
+            raise UserError(f"model_config has unknown field(s) {', '.join(unknown)}; it was written by another "
+                            f"version of model.py")
+        cfg = ModelConfig(**cfg)
     with torch.device(device):
         model = Transformer(cfg)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        parts = [f"missing tensor(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"] if missing \
-            else []
-        if unexpected:
-            parts.append(f"unexpected tensor(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    parts = [f"{what} tensor(s): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+             for what, names in (("missing", missing), ("unexpected", unexpected)) if names]
+    if parts:
         raise UserError(f"checkpoint weights do not match the model config ({'; '.join(parts)}); config: {cfg}")
     for k, v in expected.items():
         if tuple(state_dict[k].shape) != tuple(v.shape):

@@ -37,10 +37,10 @@ import datagen
 import model as model_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json, opt,
-                    parse_bands, peak_flops, plot_lines, print_config, read_log, require_positive, resume_changes,
-                    rng_state, run_info, run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state,
-                    setup_dist, start_run_dir, step_line, truncate_logs, wrap_for_training)
+                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json,
+                    make_optimizer, opt, parse_bands, peak_flops, plot_lines, print_config, read_log, require_positive,
+                    resume_changes, rng_state, run_info, run_main, save_json, save_step_checkpoint, seed_everything,
+                    set_rng_state, setup_dist, start_run_dir, step_line, truncate_logs, wrap_for_training)
 
 
 @dataclass
@@ -385,7 +385,7 @@ def train(cfg: Config, dist) -> dict:
     if model.config.vocab_size < tok.get_vocab_size():
         raise UserError(f"the tokenizer has {tok.get_vocab_size()} tokens but the model only "
                         f"{model.config.vocab_size} embedding rows; use a matching --vocab_size")
-    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
+    optimizer = make_optimizer(model, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
     loader = RowLoader(shards, rows_per_step, cfg.seed, dist.rank, dist.world)
     start_step, tokens_seen, valid_seen = 0, 0, 0
     if resume_state is not None:

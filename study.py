@@ -496,6 +496,7 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
 # Running jobs: skip what is done, resume what was interrupted
 
 OUTPUT_NEUTRAL = ("resume", "overwrite", "device", "workers")  # settings that never change a job's outputs
+SCRIPTS = {"pretrain": pretrain, "grpo": grpo, "eval": evaluate}  # the script that runs each kind of job
 
 
 def run_job(ctx: Context, job: Job, device: str) -> float:
@@ -506,7 +507,10 @@ def run_job(ctx: Context, job: Job, device: str) -> float:
     recorded = load_json(spec_path, "job file") if spec_path.exists() else {}
     if recorded:
         old = recorded.get("config", {})
-        changed = sorted(k for k in set(old) | set(conf) if k not in OUTPUT_NEUTRAL and old.get(k) != conf.get(k))
+        # a setting the record lacks was added to the script after the job ran, which ran as its default does
+        default = asdict(SCRIPTS[job.kind].Config())
+        changed = sorted(k for k in set(old) | set(conf)
+                         if k not in OUTPUT_NEUTRAL and old.get(k, default.get(k)) != conf.get(k))
         if changed:
             raise UserError(f"{out} was made with other settings ({', '.join(changed)}); delete that folder to redo "
                             f"it, or use another --runs_dir")
@@ -554,7 +558,7 @@ def run_under_torchrun(job: Job, out: Path, device: str, procs: int) -> None:
 def job_command(job: Job, out: Path) -> str:
     """The stand-alone command that does this job, with the flags that differ from the script's defaults. Run a
     training job under `torchrun --nproc_per_node=N` this way, and the study reuses its final.pt."""
-    script = {"pretrain": pretrain, "grpo": grpo, "eval": evaluate}[job.kind]
+    script = SCRIPTS[job.kind]
     default = asdict(script.Config())
     flags = []
     for k, v in {**job.config, "out_dir": str(out)}.items():

@@ -3,6 +3,7 @@ advantages, a tiny run that learns, exact resume, config errors and the reward v
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -16,8 +17,9 @@ import datagen
 import evaluate
 import grpo
 import model as model_lib
+import sampler as sampler_lib
 import tokenizer as tok_lib
-from common import UserError
+from common import UserError, make_optimizer
 
 CPU = common.Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
 NO_AUTOCAST = contextlib.nullcontext()
@@ -280,18 +282,28 @@ def test_response_mask_from_lengths_with_pad_equal_to_eos():
                           [False] * 7]
 
 
-def test_sequence_batch_with_the_real_sampler(micro):
-    """With the real sampler and pad id == EOS id, the rows the loss sees are the generated ones, EOS included."""
+@pytest.mark.parametrize("sampler", sampler_lib.SAMPLERS)
+def test_sequence_batch_with_the_real_sampler(micro, sampler):
+    """With a real sampler and pad id == EOS id, the rows the loss sees are the generated ones, EOS included."""
     state, tok, records = micro
     policy = model_lib.model_from_state(state)
     prompt_ids = grpo.encode_prompts(tok, records[:4])
-    gen = model_lib.generate(policy, prompt_ids, n=8, max_new_tokens=40, temperature=1.0, eos_id=tok_lib.EOS_ID,
-                             pad_id=tok_lib.EOS_ID, seed=0)
+    gen = sampler_lib.generate_with(sampler, policy, prompt_ids, n=8, max_new_tokens=40, temperature=1.0,
+                                    eos_id=tok_lib.EOS_ID, pad_id=tok_lib.EOS_ID, seed=0)
     x, y, mask = grpo.sequence_batch(prompt_ids, gen, 8, tok_lib.EOS_ID)
     assert gen.finished.any() and (~gen.finished).any()  # both kinds of row occur
     for i, resp in enumerate(gen.to_lists()):
         assert y[i][mask[i]].tolist() == resp
         assert (resp[-1] == tok_lib.EOS_ID) == bool(gen.finished[i])
+
+
+def test_both_samplers_score_alike_at_temperature_0(micro):
+    """evaluate's scoring through either sampler: greedy completions, so the same verdicts."""
+    state, tok, records = micro
+    policy = model_lib.model_from_state(state).eval()
+    scored = {name: evaluate.sample_and_score(policy, tok, records[:6], n=2, temperature=0.0, max_new_tokens=30,
+                                              keep_text=1, sampler=name) for name in sampler_lib.SAMPLERS}
+    assert scored["plain"] == scored["shared"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,7 +353,7 @@ def test_tiny_grpo_run_raises_reward(micro):
     policy = model_lib.model_from_state(state)
     ref = model_lib.model_from_state(state).eval()
     cfg = rl_config(group_size=8, max_new_tokens=4, micro_rows=16, lr=3e-3, seed=1)
-    opt = policy.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")
+    opt = make_optimizer(policy, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), "cpu")
     stream = grpo.PromptStream(records, cfg.seed)
     rewards = []
     for step in range(12):
@@ -437,6 +449,8 @@ def test_checkpoint_contents(tmp_path, micro_ckpt, short_pool):
     (["--pool_size=0"], "--pool_size must be > 0"),
     (["--lr=nan"], "--lr must be > 0"),
     (["--device=tpu"], "--device must be auto, cpu or cuda"),
+    (["--sampler=fast"], "--sampler must be one of shared, plain"),
+    (["--sampler=plain", "--top_p=0.9"], "use --sampler shared for top_p"),
     (["--resume"], "no checkpoint"),
     (["--init_from=missing/ckpt.pt"], "not found"),
 ])
@@ -448,6 +462,12 @@ def test_bad_flags(flags, message, tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+
+
+def test_resume_counts_settings_added_later_at_their_default():
+    old = {k: v for k, v in dataclasses.asdict(rl_config()).items() if k != "sampler"}  # saved before the flag
+    assert common.resume_changes(old, rl_config(), ()) == ""
+    assert common.resume_changes(old, rl_config(sampler="plain"), ()) == "sampler ('shared' -> 'plain')"
 
 
 def test_check_config_counts_processes():

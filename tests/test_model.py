@@ -1,4 +1,5 @@
-"""Tests of model.py and hf.py: parity with transformers' Qwen2, masking, KV-cache sampler, checkpoints, export.
+"""Tests of model.py, sampler.py and hf.py: parity with transformers' Qwen2, masking, both KV-cache samplers,
+checkpoints, export.
 
 CPU, fp32, hermetic (no downloads) and fast; GPU-only checks are skipped without CUDA.
 """
@@ -16,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hf as hf_io  # noqa: E402
 import model as M  # noqa: E402
-from common import UserError, save_checkpoint  # noqa: E402
+import sampler as S  # noqa: E402
+from common import UserError, make_optimizer, save_checkpoint  # noqa: E402
 
 SPECIALS = ["[UNK]", "[PAD]", "[BOS]", "[EOS]", "<question>", "</question>", "<solution>", "</solution>", "<answer>",
             "</answer>"]
@@ -138,7 +140,7 @@ def test_hf_greedy_generation_parity(model, hf_model):
     with torch.no_grad():
         hf_out = hf_model.generate(input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=new,
                                    eos_token_id=M.EOS_ID, pad_token_id=M.PAD_ID)[:, L:]
-    ours = M.generate(model, prompts, max_new_tokens=new, temperature=0)
+    ours = M.generate(model, prompts, max_new_tokens=new, temperature=0)  # the plain sampler, the one to read
     for i in range(len(prompts)):
         n = int(ours.lengths[i])
         assert ours.tokens[i, :n].tolist() == hf_out[i, :n].tolist()
@@ -206,8 +208,9 @@ def test_hf_command_line(model, tmp_path, capsys):
 @pytest.mark.architecture
 def test_wrapped_models_are_unwrapped(model, tmp_path):
     compiled = torch.compile(model)  # nothing compiles until it is called; generate and export use the inner model
-    out = M.generate(compiled, PROMPTS, max_new_tokens=4, temperature=0, eos_id=None)
-    assert torch.equal(out.tokens, M.generate(model, PROMPTS, max_new_tokens=4, temperature=0, eos_id=None).tokens)
+    for generate in SAMPLERS.values():
+        out = generate(compiled, PROMPTS, max_new_tokens=4, temperature=0, eos_id=None)
+        assert torch.equal(out.tokens, generate(model, PROMPTS, max_new_tokens=4, temperature=0, eos_id=None).tokens)
     hf_io.export_hf(compiled, tmp_path)
     assert torch.equal(hf_io.import_hf(tmp_path).embed_tokens.weight, model.embed_tokens.weight)
 
@@ -295,7 +298,7 @@ def test_token_logprobs_and_entropy(model):
 
 
 def test_optimizer_groups(model):
-    opt = model.configure_optimizer(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95), device_type="cpu")
+    opt = make_optimizer(model, weight_decay=0.1, lr=1e-3, betas=(0.9, 0.95), device_type="cpu")
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
@@ -308,7 +311,7 @@ def test_optimizer_groups(model):
 
 def test_training_step_reduces_loss():
     net = M.Transformer(M.config_from_preset("micro")).train()
-    opt = net.configure_optimizer(0.1, 3e-3, (0.9, 0.95), "cpu")
+    opt = make_optimizer(net, 0.1, 3e-3, (0.9, 0.95), "cpu")
     torch.manual_seed(7)
     idx = torch.randint(0, 50, (4, 33))
     losses = []
@@ -322,15 +325,23 @@ def test_training_step_reduces_loss():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sampler
+# Samplers: model.generate (plain, static KV cache) and sampler.generate (shared-prefix cache, the experiments')
 
 PROMPTS = [[2, 11, 305, 7, 42, 9, 100, 5], [2, 1500], [2, 77, 78, 79, 80]]  # mixed lengths
+SAMPLERS = {"plain": M.generate, "shared": S.generate}
+both = pytest.mark.parametrize("kind", list(SAMPLERS))
 
 
-def test_kv_cache_logprobs_match_full_forward(model):
+def sample(kind, model, prompts, **kw):
+    """Either sampler, with log-probs (the plain one always returns them)."""
+    return SAMPLERS[kind](model, prompts, **kw, **({"return_logprobs": True} if kind == "shared" else {}))
+
+
+@both
+def test_kv_cache_logprobs_match_full_forward(model, kind):
     # temperature 1 without filtering: returned logprobs are the model's own log-softmax at each step, so they
     # must equal a fresh full forward over prompt + generated tokens (batch > 1, mixed lengths, n > 1)
-    out = M.generate(model, PROMPTS, n=3, max_new_tokens=12, eos_id=None, seed=0, return_logprobs=True)
+    out = sample(kind, model, PROMPTS, n=3, max_new_tokens=12, eos_id=None, seed=0)
     assert out.tokens.shape == (9, 12) and out.logprobs.shape == (9, 12)
     rows = [PROMPTS[r // 3] + out.tokens[r].tolist() for r in range(9)]
     for r, lp in enumerate(full_logprobs(model, rows)):
@@ -339,11 +350,11 @@ def test_kv_cache_logprobs_match_full_forward(model):
         assert (out.logprobs[r] - ref).abs().max() <= 1e-4, r
 
 
-def test_sampler_logprobs_at_temperature_match_token_logprobs(model):
+@both
+def test_sampler_logprobs_at_temperature_match_token_logprobs(model, kind):
     # RL's ratio compares training-time log-probs with the sampler's: at temperature T both must be the
     # log-softmax of logits / T (token_logprobs with temperature=T), not of the raw logits
-    out = M.generate(model, PROMPTS[:2], n=2, max_new_tokens=8, temperature=0.5, eos_id=None, seed=1,
-                     return_logprobs=True)
+    out = sample(kind, model, PROMPTS[:2], n=2, max_new_tokens=8, temperature=0.5, eos_id=None, seed=1)
     for r in range(4):
         row = torch.tensor([PROMPTS[r // 2] + out.tokens[r].tolist()])
         L = len(PROMPTS[r // 2])
@@ -356,8 +367,9 @@ def test_sampler_logprobs_at_temperature_match_token_logprobs(model):
         assert (out.logprobs[r] - at_1).abs().max() > 1e-3  # the temperature really matters here
 
 
-def test_greedy_matches_naive_loop(model):
-    out = M.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=0, eos_id=None)
+@both
+def test_greedy_matches_naive_loop(model, kind):
+    out = SAMPLERS[kind](model, PROMPTS, n=2, max_new_tokens=10, temperature=0, eos_id=None)
     for r in range(6):
         seq = list(PROMPTS[r // 2])
         for _ in range(10):
@@ -367,26 +379,42 @@ def test_greedy_matches_naive_loop(model):
     assert torch.equal(out.tokens[0], out.tokens[1])  # greedy: the n rows of a prompt agree
 
 
-def test_sampler_seeded_and_rows_differ(model):
-    a = M.generate(model, PROMPTS, n=4, max_new_tokens=8, eos_id=None, seed=123)
-    b = M.generate(model, PROMPTS, n=4, max_new_tokens=8, eos_id=None, seed=123)
-    c = M.generate(model, PROMPTS, n=4, max_new_tokens=8, eos_id=None, seed=124)
+def test_plain_and_shared_samplers_agree_at_temperature_0(model):
+    prompts = PROMPTS + [[2, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 31]]
+    free = M.generate(model, prompts, n=3, max_new_tokens=14, temperature=0, eos_id=None)
+    eos = int(free.tokens[3, 4])  # a token some rows produce mid-way becomes the EOS: those rows stop there
+    plain = M.generate(model, prompts, n=3, max_new_tokens=14, temperature=0, eos_id=eos, pad_id=M.PAD_ID)
+    shared = S.generate(model, prompts, n=3, max_new_tokens=14, temperature=0, eos_id=eos, pad_id=M.PAD_ID,
+                        return_logprobs=True)
+    assert plain.finished.any() and not plain.finished.all()
+    assert torch.equal(plain.tokens, shared.tokens) and torch.equal(plain.lengths, shared.lengths)
+    assert torch.equal(plain.finished, shared.finished)
+    assert (plain.logprobs - shared.logprobs).abs().max() <= 1e-4
+    assert plain.to_lists() == shared.to_lists()
+
+
+@both
+def test_sampler_seeded_and_rows_differ(model, kind):
+    generate = SAMPLERS[kind]
+    a = generate(model, PROMPTS, n=4, max_new_tokens=8, eos_id=None, seed=123)
+    b = generate(model, PROMPTS, n=4, max_new_tokens=8, eos_id=None, seed=123)
+    c = generate(model, PROMPTS, n=4, max_new_tokens=8, eos_id=None, seed=124)
     assert torch.equal(a.tokens, b.tokens)
     assert not torch.equal(a.tokens, c.tokens)
     for i in range(len(PROMPTS)):
         rows = {tuple(t) for t in a.tokens[4 * i:4 * i + 4].tolist()}
         assert len(rows) > 1  # the samples of one prompt differ
     torch.manual_seed(9)
-    d = M.generate(model, PROMPTS, max_new_tokens=8, eos_id=None)  # seed=None follows torch.manual_seed
+    d = generate(model, PROMPTS, max_new_tokens=8, eos_id=None)  # seed=None follows torch.manual_seed
     torch.manual_seed(9)
-    assert torch.equal(d.tokens, M.generate(model, PROMPTS, max_new_tokens=8, eos_id=None).tokens)
+    assert torch.equal(d.tokens, generate(model, PROMPTS, max_new_tokens=8, eos_id=None).tokens)
 
 
-def test_sampler_stops_at_eos_and_pads(model):
-    base = M.generate(model, PROMPTS, n=4, max_new_tokens=12, eos_id=None, seed=5, return_logprobs=True)
+@both
+def test_sampler_stops_at_eos_and_pads(model, kind):
+    base = sample(kind, model, PROMPTS, n=4, max_new_tokens=12, eos_id=None, seed=5)
     stop = int(base.tokens[0, 3])  # a token row 0 samples at step 3 becomes the EOS: same seed, same draws
-    out = M.generate(model, PROMPTS, n=4, max_new_tokens=12, eos_id=stop, pad_id=M.PAD_ID, seed=5,
-                     return_logprobs=True)
+    out = sample(kind, model, PROMPTS, n=4, max_new_tokens=12, eos_id=stop, pad_id=M.PAD_ID, seed=5)
     assert out.finished[0] and int(out.lengths[0]) <= 4
     for r in range(12):
         row = base.tokens[r].tolist()
@@ -401,58 +429,77 @@ def test_sampler_stops_at_eos_and_pads(model):
     assert out.tokens.size(1) == int(out.lengths.max())
     lists = out.to_lists()
     assert [len(x) for x in lists] == out.lengths.tolist()
-    # stop_ids act like EOS
-    via_stop = M.generate(model, PROMPTS, n=4, max_new_tokens=12, eos_id=None, stop_ids=(stop,), seed=5)
-    assert torch.equal(via_stop.tokens, out.tokens) and torch.equal(via_stop.finished, out.finished)
+    if kind == "shared":  # stop_ids act like EOS
+        via_stop = S.generate(model, PROMPTS, n=4, max_new_tokens=12, eos_id=None, stop_ids=(stop,), seed=5)
+        assert torch.equal(via_stop.tokens, out.tokens) and torch.equal(via_stop.finished, out.finished)
 
 
-def test_all_rows_done_stops_early(model):
-    greedy = M.generate(model, [PROMPTS[0]], max_new_tokens=10, temperature=0, eos_id=None)
+@both
+def test_all_rows_done_stops_early(model, kind):
+    generate = SAMPLERS[kind]
+    greedy = generate(model, [PROMPTS[0]], max_new_tokens=10, temperature=0, eos_id=None)
     first = int(greedy.tokens[0, 0])
-    out = M.generate(model, [PROMPTS[0]], n=3, max_new_tokens=10, temperature=0, eos_id=first)
+    out = generate(model, [PROMPTS[0]], n=3, max_new_tokens=10, temperature=0, eos_id=first)
     assert out.tokens.shape == (3, 1) and out.finished.all() and out.lengths.tolist() == [1, 1, 1]
 
 
 def test_top_k_1_and_tiny_top_p_are_greedy(model):
-    greedy = M.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=0, eos_id=None)
-    top_k = M.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=1.0, top_k=1, eos_id=None, seed=1)
-    top_p = M.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=1.0, top_p=1e-6, eos_id=None, seed=2)
+    greedy = S.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=0, eos_id=None)
+    top_k = S.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=1.0, top_k=1, eos_id=None, seed=1)
+    top_p = S.generate(model, PROMPTS, n=2, max_new_tokens=10, temperature=1.0, top_p=1e-6, eos_id=None, seed=2)
     assert torch.equal(greedy.tokens, top_k.tokens) and torch.equal(greedy.tokens, top_p.tokens)
 
 
 def test_top_k_top_p_restrict_support():
     gen = torch.Generator().manual_seed(0)
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]]).repeat(2000, 1)
-    tok, lp = M.sample_logits(logits, 1.0, 2, 1.0, gen, return_logprobs=True)
+    tok, lp = S.sample_logits(logits, 1.0, 2, 1.0, gen, return_logprobs=True)
     assert set(tok.tolist()) == {0, 1}
     p = torch.tensor([3.0, 2.0]).softmax(0)
     assert torch.allclose(lp, p.log()[tok])  # logprobs under the filtered distribution
     probs = logits[0].softmax(0)  # ~ [.64, .24, .09, .03, .01]: top_p 0.8 keeps the first two
-    tok, _ = M.sample_logits(logits, 1.0, 0, 0.8, gen)
+    tok, _ = S.sample_logits(logits, 1.0, 0, 0.8, gen)
     assert set(tok.tolist()) == {0, 1} and probs[0] < 0.8 < probs[:2].sum()
-    tok, _ = M.sample_logits(logits, 0.5, 0, 1.0, gen)
+    tok, _ = S.sample_logits(logits, 0.5, 0, 1.0, gen)
     assert (tok == 0).float().mean() > 0.8  # low temperature concentrates mass
 
 
 def test_chunking_matches_one_batch(model):
-    one = M.generate(model, PROMPTS, n=2, max_new_tokens=6, temperature=0, eos_id=None)
-    chunked = M.generate(model, PROMPTS, n=2, max_new_tokens=6, temperature=0, eos_id=None, max_batch_rows=2,
+    one = S.generate(model, PROMPTS, n=2, max_new_tokens=6, temperature=0, eos_id=None)
+    chunked = S.generate(model, PROMPTS, n=2, max_new_tokens=6, temperature=0, eos_id=None, max_batch_rows=2,
                          return_logprobs=True)
     assert torch.equal(one.tokens, chunked.tokens) and chunked.logprobs.shape == (6, 6)
 
 
-def test_generate_rejects_bad_requests(model):
+@both
+def test_generate_rejects_bad_requests(model, kind):
+    generate = SAMPLERS[kind]
     with pytest.raises(UserError, match="max_seq_len"):
-        M.generate(model, [[2] * 250], max_new_tokens=10)
+        generate(model, [[2] * 250], max_new_tokens=10)
     with pytest.raises(UserError, match="at least one token"):
-        M.generate(model, [[2], []])
+        generate(model, [[2], []])
     with pytest.raises(UserError, match="token ids"):
-        M.generate(model, [[2, 5000]], max_new_tokens=4)
+        generate(model, [[2, 5000]], max_new_tokens=4)
+    with pytest.raises(UserError, match="must be >= 1"):
+        generate(model, [[2]], n=0)
+    with pytest.raises(UserError, match="temperature >= 0"):
+        generate(model, [[2]], temperature=-1.0)
 
 
-def test_generate_under_bf16_autocast(model):
+def test_sampler_choice_by_name(model):
+    out = S.generate_with("plain", model, PROMPTS, n=2, max_new_tokens=5, temperature=0, eos_id=None)
+    assert torch.equal(out.tokens, S.generate_with("shared", model, PROMPTS, n=2, max_new_tokens=5, temperature=0,
+                                                   eos_id=None).tokens)
+    with pytest.raises(UserError, match="--sampler must be one of shared, plain"):
+        S.check_sampler("fast")
+    with pytest.raises(UserError, match="--sampler shared for top_p"):
+        S.generate_with("plain", model, PROMPTS, top_p=0.9)
+
+
+@both
+def test_generate_under_bf16_autocast(model, kind):
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = M.generate(model, PROMPTS, n=2, max_new_tokens=12, eos_id=None, seed=0, return_logprobs=True)
+        out = sample(kind, model, PROMPTS, n=2, max_new_tokens=12, eos_id=None, seed=0)
     assert out.tokens.shape == (6, 12) and torch.isfinite(out.logprobs).all()
     # bf16 rounding only: the sampler's log-probs stay close to an fp32 forward over the same tokens
     rows = [PROMPTS[r // 2] + out.tokens[r].tolist() for r in range(6)]
@@ -506,8 +553,10 @@ def test_cuda_compile_and_bf16_sampling():
         logits, loss = compiled(idx[:, :-1], idx[:, 1:])
         loss.backward()
         eager, _ = model(idx[:, :-1])
-        out = M.generate(model, PROMPTS, n=4, max_new_tokens=16, eos_id=None, seed=0, return_logprobs=True)
-        again = M.generate(model, PROMPTS, n=4, max_new_tokens=16, eos_id=None, seed=0)
+        out = S.generate(model, PROMPTS, n=4, max_new_tokens=16, eos_id=None, seed=0, return_logprobs=True)
+        again = S.generate(model, PROMPTS, n=4, max_new_tokens=16, eos_id=None, seed=0)
+        plain = M.generate(model, PROMPTS, n=4, max_new_tokens=16, eos_id=None, seed=0)
     assert (logits - eager).abs().max() < 0.1
     assert out.tokens.shape == (12, 16) and torch.isfinite(out.logprobs).all()
     assert torch.equal(out.tokens, again.tokens)  # seeded on the GPU too
+    assert plain.tokens.shape == (12, 16) and torch.isfinite(plain.logprobs).all()

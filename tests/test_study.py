@@ -70,6 +70,23 @@ def test_interrupted_job_resumes(edge_micro, capsys):
     assert "resuming at step 2" in log and (run / "final.pt").exists()
 
 
+def test_settings_added_later_count_at_their_default(edge_micro, capsys):
+    # a job recorded before a script gained a setting is reused while the study asks for that setting's default
+    cfg, _, tmp = edge_micro
+    spec = tmp / "runs" / "micro" / "rl-hard" / "job.json"
+    recorded = spec.read_text()
+    data = json.loads(recorded)
+    assert data["config"].pop("sampler") == "shared"
+    spec.write_text(json.dumps(data))
+    study.main(cfg)
+    assert "[rl-hard] done already" in capsys.readouterr().out
+    data["config"]["sampler"] = "plain"  # but a recorded value other than what the study asks for is a change
+    spec.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"other settings \(sampler\)"):
+        study.main(cfg)
+    spec.write_text(recorded)
+
+
 def test_changed_settings_are_refused(edge_micro, monkeypatch):
     cfg, _, tmp = edge_micro
     spec = tmp / "runs" / "micro" / "rl-hard" / "job.json"
