@@ -354,6 +354,15 @@ def pool_rl_job(ctx: Context, base: Job, pool: str, seed: int = 0) -> Job:
                     note=f"RL on op {ops(rng)} ({pool} pool){tag}", **edge_filter(ctx, pool))
 
 
+def edge_variant(ctx: Context, base: Job, prefix: str, label: str, note: str, **settings) -> Job:
+    """RL on the edge pool with some settings changed, named prefix + label; where the settings are the scale's
+    own, the edge study's run itself (one job, one name)."""
+    name = prefix + "".join(c for c in label if c.isalnum())
+    job = ctx.grpo(name, base, ctx.pools["edge"], note=note, **edge_filter(ctx), **settings)
+    edge_run = pool_rl_job(ctx, base, "edge")
+    return edge_run if job.config == edge_run.config else job
+
+
 def edge_filter(ctx: Context, pool: str = "edge") -> dict:
     """The edge pool is filtered to the model's edge where the scale sets `edge_reselect` (every RL run on it)."""
     return dict(reselect_every=ctx.sc.edge_reselect) if pool == "edge" and ctx.sc.edge_reselect else {}
@@ -443,12 +452,8 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
-    edge_run = pool_rl_job(ctx, base, "edge")
     for label, kw in PROCESS_VARIANTS.items():
-        name = "rl-edge-" + "".join(c for c in label if c.isalnum())
-        job = ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label} reward", **edge_filter(ctx), **kw)
-        if job.config == edge_run.config:  # the scale's own reward: the edge study's run, not a second copy
-            job = edge_run
+        job = edge_variant(ctx, base, "rl-edge-", label, f"RL on edge, {label} reward", **kw)
         plan.evals[label] = plan.add(ctx.eval(plan.add(job), evalset, sc.eval_n, ctx.bands))
 
 
@@ -483,12 +488,8 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     variants.update({f"noise 0.1{tag}": dict(reward_noise=0.1, **binary),
                      f"noise 0.3{tag}": dict(reward_noise=0.3, **binary),
                      "majority vote": dict(pseudo_label="majority", reward="outcome")})
-    for label, kw in variants.items():
-        if kw:
-            name = "rl-weak-" + "".join(c for c in label if c.isalnum())
-            job = ctx.grpo(name, base, ctx.pools["edge"], note=f"RL on edge, {label}", **edge_filter(ctx), **kw)
-        else:  # all prompts, clean labels: the edge study's own run
-            job = pool_rl_job(ctx, base, "edge")
+    for label, kw in variants.items():  # all prompts, clean labels: the edge study's own run
+        job = edge_variant(ctx, base, "rl-weak-", label, f"RL on edge, {label}", **kw)
         plan.evals[label] = plan.add(ctx.eval(plan.add(job), evalset, sc.eval_n, ctx.bands))
 
 
@@ -887,30 +888,34 @@ def context_verdict(beyond: list[float]) -> tuple[bool | None, str]:
                                                 f"(needed >= {100 * CONTEXT_CRITERIA['gap_min']:.0f}).")
 
 
+def pass_by_op(pp: dict, lo: int, hi: int, n: int) -> dict[int, float]:
+    """Mean pass@n over the problems of each op from lo to hi."""
+    return {op: mean_se(list(band_pass(pp, op, op, n).values()))[0] for op in range(lo, hi + 1)}
+
+
+def above_lowest(by_op: dict[int, float], lo: int, hi: int) -> float:
+    """The mean over the ops above the lowest one, where transfer to context B has to show."""
+    return sum(v for op, v in by_op.items() if op > lo) / max(1, hi - lo)
+
+
 def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     lo, hi = ctx.sc.context_ops
     rows, numbers = [], {}
     n = ctx.sc.eval_n
     for label, job in plan.evals.items():
         _, pp = eval_results(ctx, job)
-        by_op = {op: mean_se(list(band_pass(pp, op, op, n).values()))[0] for op in range(lo, hi + 1)}
+        by_op = pass_by_op(pp, lo, hi, n)
         numbers[label] = by_op
         rows.append([label, *[pct(by_op[op]) for op in range(lo, hi + 1)]])
-    pre = {}
-    for name, job in plan.checks.items():
-        _, pp = eval_results(ctx, job)
-        pre[name] = {op: mean_se(list(band_pass(pp, op, op, n).values()))[0] for op in range(lo, hi + 1)}
-    a_range = sum(pre["A"].values()) / len(pre["A"])
-    b_beyond = sum(v for op, v in pre["B"].items() if op > lo) / max(1, hi - lo)
-    pre_ok, pre_said = context_precondition(a_range, b_beyond)
+    pre = {name: pass_by_op(eval_results(ctx, job)[1], lo, hi, n) for name, job in plan.checks.items()}
+    pre_ok, pre_said = context_precondition(sum(pre["A"].values()) / len(pre["A"]), above_lowest(pre["B"], lo, hi))
     lines = [f"## Precondition: the 0 % base model, verified pass@{n} by op", "",
              markdown_table(["context", *[f"op {op}" for op in range(lo, hi + 1)]],
                             [[c, *[pct(pre[c][op]) for op in range(lo, hi + 1)]] for c in ("A", "B")]), "",
              ("Met: " if pre_ok else "Not met: ") + pre_said + ".", "",
              f"## pass@{n} (verified) on context B by op, after RL", "",
              markdown_table(["pre-training exposure of B", *[f"op {op}" for op in range(lo, hi + 1)]], rows), ""]
-    beyond = {label: sum(v for op, v in by_op.items() if op > lo) / max(1, hi - lo) for label, by_op in numbers.items()}
-    ok, said = context_verdict(list(beyond.values()))
+    ok, said = context_verdict([above_lowest(by_op, lo, hi) for by_op in numbers.values()])
     lines.append(verdict_line(ok, said) if pre_ok else verdict_line("precondition", pre_said + "; " + said))
     topo = topology_analysis(ctx, plan)
     lines += ["", "## Replication or creation", "",
