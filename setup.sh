@@ -7,7 +7,8 @@ stamp=".venv/.installed-$(cat requirements.txt ${1:+requirements-dev.txt} | sha2
 if [ ! -f "$stamp" ]; then
     python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     # torch first: on a machine without CUDA the pinned CPU wheel is small; with torch already there, skip it
-    python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-    python -m pip install -q -r requirements.txt ${1:+-r requirements-dev.txt}
-    touch "$stamp"
+    # the stamp is written only when every install succeeded, so a failed one is retried next time
+    { python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"; } &&
+        python -m pip install -q -r requirements.txt ${1:+-r requirements-dev.txt} &&
+        touch "$stamp"
 fi

@@ -231,6 +231,7 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)
     evals: dict = field(default_factory=dict)  # label -> eval job name, in report order
     checks: dict = field(default_factory=dict)  # label -> eval job name of a precondition the verdict needs
+    compute: list = field(default_factory=list)  # midtrain: one row per variant of the compute accounting
 
     def add(self, job: Job) -> str:
         if not any(j.name == job.name for j in self.jobs):
@@ -403,6 +404,8 @@ def plan_context(ctx: Context, plan: Plan) -> None:
 
 
 MID_BETAS = (0.0, 0.2, 0.5, 0.8, 1.0)  # share of the compute budget spent on RL (SPEC §7)
+COMPUTE_HEADER = ["variant", "mid-training steps", "mid-training tokens", "RL steps", "RL token-equivalents",
+                  "total", "share of T"]
 
 
 def rl_step_tokens(conf: dict, prompt_len: int) -> float:
@@ -434,6 +437,9 @@ def plan_midtrain(ctx: Context, plan: Plan) -> None:
                                      eval_every=max(1, rl_steps // 4), note=f"RL {rl_steps} steps"))
         label = f"beta={beta:g}"
         plan.evals[label] = plan.add(ctx.eval(last, evalset, sc.eval_n, ctx.bands))
+        spent = mid_steps * batch + rl_steps * step_cost
+        plan.compute.append([label, mid_steps, f"{mid_steps * batch:,.0f}", rl_steps, f"{rl_steps * step_cost:,.0f}",
+                             f"{spent:,.0f}", f"{spent / budget:.3f}"])
 
 
 def mean_prompt_tokens(op_range: tuple) -> int:
@@ -1019,7 +1025,11 @@ def report_midtrain(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     full_rl = band_pass(eval_results(ctx, plan.evals["beta=1"])[1], lo, hi, n)
     deltas = {label: paired_delta(band_pass(eval_results(ctx, job)[1], lo, hi, n), full_rl)
               for label, job in plan.evals.items() if label != "beta=1"}
-    lines = ["## pass@k (verified), equal compute", "", table, "",
+    lines = ["## Compute accounting (SPEC §7), fixed when the study is planned", "",
+             f"Budget T = {sc.budget_rl_steps} RL steps of the edge pool, in pre-training token-equivalents; "
+             "mid-training spends (1 - beta) T at its batch size, RL beta T at its step cost.", "",
+             markdown_table(COMPUTE_HEADER, plan.compute), "",
+             "## pass@k (verified), equal compute", "", table, "",
              f"## OOD-hard pass@{n} against full RL (beta = 1), paired by problem", "",
              markdown_table(["split", f"Δ pass@{n}", "SE", "problems"],
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
@@ -1370,6 +1380,8 @@ def run_studies(ctx: Context, cfg: Config, studies: list[str], device) -> dict:
         plan = build_plan(study, ctx)
         print(f"=== {study} study, {cfg.scale} scale: {len(plan.jobs)} jobs ({ctx.sc.seconds_hint} for edge) ===")
         print_jobs(ctx, plan.jobs, cfg.dry_run)
+        if plan.compute:
+            print(markdown_table(COMPUTE_HEADER, plan.compute))
         if cfg.dry_run:
             results[study] = {"jobs": [asdict(j) for j in plan.jobs]}
             continue

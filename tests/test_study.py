@@ -188,6 +188,13 @@ def test_midtrain_budget_is_equal_compute(tmp_path):
         mid = jobs[f"mid-b{beta:g}"]["max_steps"] * jobs[f"mid-b{beta:g}"]["batch_tokens"]
         rl = jobs[f"rl-b{beta:g}"]["max_steps"] * step_cost
         assert mid + rl == pytest.approx(total, rel=0.05)
+    # the report's accounting table says what the jobs do
+    rows = {row[0]: row for row in plan.compute}
+    assert list(rows) == [f"beta={b:g}" for b in study.MID_BETAS]
+    for beta in study.MID_BETAS:
+        row, mid, rl = rows[f"beta={beta:g}"], jobs.get(f"mid-b{beta:g}"), jobs.get(f"rl-b{beta:g}")
+        assert row[1] == (mid["max_steps"] if mid else 0) and row[3] == (rl["max_steps"] if rl else 0)
+        assert float(row[6]) == pytest.approx(1.0, abs=0.05)
 
 
 @pytest.mark.parametrize("argv, message", [
