@@ -66,6 +66,8 @@ class Config:
     pool_size: int = opt(2048, "distinct prompts: drawn from a recipe, or a .jsonl's first (scarce data: 8, 64)")
     pool_seed: int = opt(0, "datagen seed of a recipe pool")
     reselect_every: int = opt(0, "every K steps keep only edge-of-competence prompts of the pool (0 = static pool)")
+    max_prompts: int = opt(0, "scarce data: RL sees at most K prompts, the pool's first K or, with --reselect_every, "
+                              "the first K of its first edge selection, kept from then on (0 = no cap)")
     reselect_n: int = opt(8, "samples per prompt when re-selecting")
     eval_data: str = opt("", "held-out prompts for evaluation: recipe or .jsonl ('' = the pool recipe, split test)")
     eval_problems: int = opt(32, "held-out problems evaluated every eval_every steps")
@@ -454,6 +456,8 @@ def main(cfg: Config) -> dict:
 
 
 def check_config(cfg: Config, world: int) -> None:
+    if cfg.max_prompts < 0:
+        raise UserError(f"--max_prompts must be >= 0 (0 = no cap), got {cfg.max_prompts}")
     require_positive(cfg, "max_steps", "micro_rows", "minibatches", "prompts_per_step", "pool_size", "max_new_tokens",
                      "eval_problems", "eval_n", "reselect_n", "log_every", "eval_every", "ckpt_every", "keep_last",
                      "lr")
@@ -522,7 +526,7 @@ def train(cfg: Config, dist) -> dict:
         raise UserError("--eval_data is needed when --pool is a file (held-out prompts must come from a recipe split)")
     eval_records = datagen.load_problems(cfg.eval_data or cfg.pool, cfg.eval_problems, cfg.pool_seed + 1, "test")
     room = policy.config.max_seq_len - cfg.max_new_tokens
-    pool = fitting(pool, tok, room, "pool prompts", log)
+    pool = fitting(pool, tok, room, "pool prompts", log)[:cfg.max_prompts or None]
     eval_records = fitting(eval_records[:cfg.eval_problems], tok, room, "held-out prompts", log)
     stream = PromptStream(pool, cfg.seed)
     L = max(len(p) for p in encode_prompts(tok, pool[:256])) + cfg.max_new_tokens  # the initial pool, also on resume
@@ -572,18 +576,19 @@ def train(cfg: Config, dist) -> dict:
     for step in range(start_step, cfg.max_steps):
         t_step = time.time()
         pool_file = None
-        if cfg.reselect_every and step % cfg.reselect_every == 0:
+        if cfg.reselect_every and step % cfg.reselect_every == 0 and not (cfg.max_prompts and step):
             full = fitting(datagen.load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl"), tok, room,
                            "pool prompts", log)
             selected, _ = evaluate.select_edge(policy, tok, full, n=cfg.reselect_n, temperature=cfg.temperature,
                                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + step,
                                                autocast=autocast, sampler=cfg.sampler)
             if selected:
-                pool = selected
+                pool = selected[:cfg.max_prompts or None]
                 stream = PromptStream(pool, cfg.seed + step)
             if master:
                 log.print(f"step {step}: edge-of-competence pool has {len(selected)} of {len(full)} prompts"
-                          + ("" if selected else " -- keeping the previous pool"))
+                          + ("" if selected else " -- keeping the previous pool")
+                          + (f"; scarce data: {len(pool)} kept for the whole run" if cfg.max_prompts else ""))
         batch = stream.take(cfg.prompts_per_step)[dist.rank::dist.world]
         m = rl_step(policy, train_model, ref, optimizer, tok, batch, cfg, step, dist, autocast)
         episodes = m.pop("_episodes")

@@ -71,6 +71,7 @@ class Scale:
     mid_share: float = 0.8  # mid-training mixture: this share on the edge band, the rest on ID (paper 0.8)
     budget_rl_steps: int = 0  # midtrain study: RL steps that the whole budget T buys (beta = 1)
     weak_pool_sizes: tuple = (8, 64)  # scarce-data RL pools (plus the full pool)
+    weak_pool: int = 0  # weak_supervision: prompts drawn before the edge selection (0: as the scale's RL pool)
     side_steps: int = 0  # pre-training steps of the context study's base models (0: as many as the scale's base)
     seconds_hint: str = ""  # expected wall time of the edge study, for the log
     ladder: tuple = ()  # op range of the base model's ladder; set: edge and hard are measured, not fixed
@@ -98,7 +99,7 @@ SCALES = {
                   edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=256, crossover_n=256, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
-                  side_steps=2000,
+                  side_steps=2000, weak_pool=1024,
                   seconds_hint="pre-training ~35 minutes on 2 CPU cores, each RL run 2-2.5 minutes, each evaluation "
                                "under a minute: about 47 minutes in all",
                   notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
@@ -485,15 +486,20 @@ def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
-    variants = {"all prompts": dict()}
-    variants.update({f"{k} prompts": dict(pool_size=k) for k in sc.weak_pool_sizes})
+    # the scarce pools are the first k prompts of the full pool (at the model's edge where the scale selects it),
+    # so the full pool must be well above the largest k after that selection: `weak_pool`
+    drawn = dict(pool_size=sc.weak_pool) if sc.weak_pool else {}
+    variants = {"all prompts": dict(drawn)}
+    variants.update({f"{k} prompts": dict(drawn, max_prompts=k) for k in sc.weak_pool_sizes})
     # label noise flips a binary reward, and a majority vote only defines an outcome reward: where the scale's RL
     # uses the process reward, the noise variants use the strict one (verified or not) and the vote the outcome one
     binary = {} if ctx.grpo("probe", base, ctx.pools["edge"]).config["reward"] != "process" else dict(reward="strict")
     tag = " (strict reward)" if binary else ""
-    variants.update({f"noise 0.1{tag}": dict(reward_noise=0.1, **binary),
-                     f"noise 0.3{tag}": dict(reward_noise=0.3, **binary),
-                     "majority vote": dict(pseudo_label="majority", reward="outcome")})
+    variants.update({f"noise 0.1{tag}": dict(drawn, reward_noise=0.1, **binary),
+                     f"noise 0.3{tag}": dict(drawn, reward_noise=0.3, **binary),
+                     "majority vote": dict(drawn, pseudo_label="majority", reward="outcome")})
+    if binary:  # the clean run of the reward the noise variants flip
+        variants["noise 0" + tag] = dict(drawn, **binary)
     for label, kw in variants.items():  # all prompts, clean labels: the edge study's own run
         job = edge_variant(ctx, base, "rl-weak-", label, f"RL on edge, {label}", **kw)
         plan.evals[label] = plan.add(ctx.eval(plan.add(job), evalset, sc.eval_n, ctx.bands))
@@ -1099,29 +1105,96 @@ def report_pretrain_exposure(ctx: Context, plan: Plan) -> tuple[list[str], dict]
     return lines, {"pass_at_k": numbers, "edge_gain_by_hard_share": gains}
 
 
+# Weak supervision, fixed before any run. Precondition: RL on all prompts raises held-out edge-band verified pass@1
+# by >= `learn_se` standard errors (paired over problems): there is something to learn. A run saturates at the first
+# step where its train reward (running mean over REWARD_SMOOTHING steps) reaches `saturated`. Reproduced iff the
+# scarcest pool saturates, sooner than all prompts do (or they never do), and ends below all prompts on held-out
+# edge pass@1 by >= `gap_se` standard errors: it memorized its few prompts instead of generalizing.
+WEAK_CRITERIA = {"learn_se": 2.0, "saturated": 0.9, "gap_se": 2.0}
+
+
+def saturation_step(rewards: list[tuple[int, float]]) -> int | None:
+    """The first step whose running-mean train reward reaches WEAK_CRITERIA["saturated"]; None if none does."""
+    values = [r for _, r in rewards]
+    for i, (step, _) in enumerate(rewards):
+        if statistics.fmean(values[max(0, i + 1 - REWARD_SMOOTHING):i + 1]) >= WEAK_CRITERIA["saturated"]:
+            return step
+    return None
+
+
+def weak_verdict(learn: tuple, sat_all: int | None, sat_scarce: int | None, gap: tuple,
+                 scarce: str) -> tuple[bool | None | str, str]:
+    """learn: (delta, SE) of edge pass@1, all prompts minus the base model; sat_*: saturation steps; gap: (delta,
+    SE) of edge pass@1, all prompts minus the scarcest pool (`scarce`)."""
+    c = WEAK_CRITERIA
+
+    def when(step: int | None) -> str:
+        return f"at step {step}" if step else "never"
+
+    said = (f"RL on all prompts changes held-out edge pass@1 by {pct(learn[0])} (SE {pct(learn[1])}); train reward "
+            f"saturates (>= {c['saturated']:g}) {when(sat_all)} with all prompts and {when(sat_scarce)} with {scarce}; all prompts lead {scarce} on held-out edge pass@1 by "
+            f"{pct(gap[0])} (SE {pct(gap[1])})")
+    if learn[1] != learn[1] or gap[1] != gap[1]:
+        return None, said + " (no standard error)."
+    if not (learn[0] > 0 and learn[0] >= c["learn_se"] * learn[1]):
+        return "precondition", said + (f"; RL on all prompts must gain >= {c['learn_se']:g} SE for memorizing to "
+                                       "be told from generalizing.")
+    if sat_scarce is None or (sat_all is not None and sat_all <= sat_scarce):
+        return False, said + f"; {scarce} do not saturate sooner than all prompts."
+    if gap[0] > 0 and gap[0] >= c["gap_se"] * gap[1]:
+        return True, said + "."
+    if gap[0] <= 0:
+        return False, said + f"; {scarce} generalize as well as all prompts."
+    return None, said + "; the gap is within the noise."
+
+
 def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
-    ks = evaluate.default_ks(sc.eval_n)
+    n, (lo, hi) = sc.eval_n, ctx.bands["edge"]
+    ks = evaluate.default_ks(n)
     table, numbers = pass_table(ctx, plan, ctx.bands, ks)
-    base_rep, _ = eval_results(ctx, plan.evals["base"])
+    base_rep, base_pp = eval_results(ctx, plan.evals["base"])
     s = base_rep["summary"]["all"]["all"]
     faithful = s["pass1_verified"] / s["pass1"] if s["pass1"] else float("nan")
-    series = {}
+    edge_profile = sample_profile(ctx, plan.evals["base"], lo, hi)
+    faithful_edge = edge_profile["verified"] / edge_profile["answer"] if edge_profile["answer"] else float("nan")
+    series, rows, edge1, sat = {}, [], {}, {}
     for label, job in plan.evals.items():
         if label == "base":
             continue
         run = Path(json.loads((ctx.run_dir(job) / "job.json").read_text())["config"]["ckpt"][0])
-        rows, evals = rl_metrics(ctx, run.name)
-        series[f"{label}: train reward"] = [(r["step"], r["reward"]) for r in rows]
-        series[f"{label}: held-out greedy acc"] = [(e["step"], e["greedy_acc"]) for e in evals]
+        steps, evals = rl_metrics(ctx, run.name)
+        rewards = [(r["step"], r["reward"]) for r in steps]
+        series[f"{label}: train reward"] = rewards
+        series[f"{label}: held-out greedy verified"] = [(e["step"], e["greedy_verified"]) for e in evals]
+        pp = eval_results(ctx, job)[1]
+        edge1[label] = band_pass(pp, lo, hi, 1)
+        sat[label] = saturation_step(rewards)
+        d1 = paired_delta(edge1[label], band_pass(base_pp, lo, hi, 1))
+        dn = paired_delta(band_pass(pp, lo, hi, n), band_pass(base_pp, lo, hi, n))
+        rows.append([label, sat[label] or "never", f"{rewards[0][1]:.2f} → {rewards[-1][1]:.2f}" if rewards else "",
+                     f"{evals[0]['greedy_verified']:.2f} → {evals[-1]['greedy_verified']:.2f}" if evals else "",
+                     f"{pct(d1[0])} ± {pct(d1[1])}", f"{pct(dn[0])} ± {pct(dn[1])}"])
     plot_lines(report_dir(ctx, plan) / "saturation.png", series, xlabel="RL step", ylabel="rate",
                title="train reward vs held-out accuracy")
+    scarce = f"{min(sc.weak_pool_sizes)} prompts"
+    learn = paired_delta(edge1["all prompts"], band_pass(base_pp, lo, hi, 1))
+    gap = paired_delta(edge1["all prompts"], edge1[scarce])
+    verdict = weak_verdict(learn[:2], sat["all prompts"], sat[scarce], gap[:2], scarce)
     lines = ["## pass@k (verified) by band", "", table, "",
-             f"Faithfulness of the base model before RL (verified / answer-correct at pass@1): {pct(faithful)}%.", "",
-             "![train reward against held-out accuracy](saturation.png)", "",
-             verdict_line(None, "read the saturation curves: a long phase where train reward and held-out accuracy "
-                                "rise together is the generalizing regime.")]
-    return lines, {"pass_at_k": numbers, "faithfulness": faithful}
+             f"Faithfulness of the base model before RL (verified / answer-correct at pass@1): {pct(faithful)} % "
+             f"over every op, {pct(faithful_edge)} % on the edge band (op {lo}-{hi}).", "",
+             "## Saturation: train reward against held-out accuracy", "",
+             f"Saturation: the first RL step whose train reward, averaged over {REWARD_SMOOTHING} steps, reaches "
+             f"{WEAK_CRITERIA['saturated']:g}. Held-out greedy verified: grpo's own evaluation, the share of held-out "
+             f"problems of the pool's ops solved with every step verified; Δ columns are paired over the edge band's problems against the base "
+             f"model (± SE).", "",
+             markdown_table(["variant", "saturation step", "train reward (first → last step)",
+                             "held-out greedy verified (first → last eval)", "Δ edge pass@1", f"Δ edge pass@{n}"], rows),
+             "", "![train reward against held-out accuracy](saturation.png)", "",
+             verdict_line(*verdict)]
+    return lines, {"pass_at_k": numbers, "faithfulness": faithful, "faithfulness_edge": faithful_edge,
+                   "saturation_step": sat, "learn_edge_pass1": learn, "gap_edge_pass1": gap}
 
 
 @dataclass(frozen=True)

@@ -413,6 +413,24 @@ def test_resume_is_exact(tmp_path, micro_ckpt, short_pool, monkeypatch, reselect
     assert any(not torch.equal(sa["model"][k], init[k]) for k in init)
 
 
+def test_scarce_data_keeps_its_first_selection(tmp_path, micro_ckpt, short_pool, monkeypatch):
+    """--max_prompts K with re-selection: the first edge selection's first K prompts, kept for the whole run."""
+    calls = []
+
+    def select_edge(model, tok, records, n, seed, **kw):
+        calls.append(seed)
+        return records[1::2], {}
+    monkeypatch.setattr(grpo.evaluate, "select_edge", select_edge)
+    grpo.main(grpo_config(tmp_path, micro_ckpt, short_pool, max_steps=4, reselect_every=2, ckpt_every=4,
+                          max_prompts=2))
+    assert calls == [0]  # no re-selection at step 2
+    pool = [json.loads(line) for line in open(tmp_path / "pool_step000004.jsonl")]
+    records = [json.loads(line) for line in open(short_pool)]
+    assert [r["id"] for r in pool] == [r["id"] for r in records[1::2][:2]]
+    with pytest.raises(common.UserError, match="max_prompts"):
+        grpo.check_config(grpo_config(tmp_path, micro_ckpt, short_pool, max_prompts=-1), 1)
+
+
 def test_checkpoint_contents(tmp_path, micro_ckpt, short_pool):
     cfg = grpo_config(tmp_path, micro_ckpt, short_pool, max_steps=2, ckpt_every=1, keep_last=1)
     grpo.main(cfg)

@@ -308,6 +308,27 @@ def test_process_reward_verdict_thresholds():
     assert v({"outcome": 0.30, "process 0.2": float("nan")}, 0.03, 32)[0] is None
 
 
+def test_weak_supervision_verdict_thresholds():
+    v = study.weak_verdict
+    assert v((0.10, 0.03), 30, 10, (0.08, 0.03), "8 prompts")[0] is True  # scarce saturates first, generalizes less
+    assert v((0.10, 0.03), None, 10, (0.08, 0.03), "8 prompts")[0] is True  # all prompts never saturate
+    assert v((0.03, 0.03), 30, 10, (0.08, 0.03), "8 prompts")[0] == "precondition"  # 1 SE: nothing shown learned
+    assert v((0.10, 0.03), 10, 20, (0.08, 0.03), "8 prompts")[0] is False  # scarce saturates later
+    assert v((0.10, 0.03), 30, None, (0.08, 0.03), "8 prompts")[0] is False  # scarce never saturates
+    assert v((0.10, 0.03), 30, 10, (-0.02, 0.03), "8 prompts")[0] is False  # scarce generalizes as well
+    assert v((0.10, 0.03), 30, 10, (0.04, 0.03), "8 prompts")[0] is None  # gap within 2 SE
+    assert v((0.10, float("nan")), 30, 10, (0.04, 0.03), "8 prompts")[0] is None
+
+
+def test_saturation_step_uses_the_running_mean():
+    w = study.REWARD_SMOOTHING
+    rising = [(i + 1, 1.0 if i >= 3 else 0.0) for i in range(20)]
+    # the running mean over w steps first reaches 0.9 once w steps in a row (or 0.9 of them) are at 1
+    assert study.saturation_step(rising) == 3 + w
+    assert study.saturation_step([(i + 1, 0.5) for i in range(20)]) is None
+    assert study.saturation_step([]) is None
+
+
 def test_measured_scale_without_an_edge_stops_before_rl(tmp_path, monkeypatch):
     """The micro model has no edge: with measured bands the study writes a 'precondition not met' report and
     trains no RL variant."""
