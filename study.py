@@ -72,7 +72,7 @@ class Scale:
     budget_rl_steps: int = 0  # midtrain study: RL steps that the whole budget T buys (beta = 1)
     weak_pool_sizes: tuple = (8, 64)  # scarce-data RL pools (plus the full pool)
     weak_pool: int = 0  # weak_supervision: prompts drawn before the edge selection (0: as the scale's RL pool)
-    side_steps: int = 0  # pre-training steps of the context study's base models (0: as many as the scale's base)
+    side_steps: int = 0  # pre-training steps of the context and pretrain_exposure base models (0: as the scale's base)
     seconds_hint: str = ""  # expected wall time of the edge study, for the log
     ladder: tuple = ()  # op range of the base model's ladder; set: edge and hard are measured, not fixed
     rl_seeds: int = 1  # RL runs (seeds) on the edge pool
@@ -112,8 +112,8 @@ SCALES = {
                          "sparse exposure of the paper's A.7. Without it (calibration row op2-6-d0-20M) the model "
                          "solves op 2-6 (verified pass@32 100 %) and none of 512 samples at each op from 7 to 12: "
                          "no edge.",
-                         "The context study's four base models (op 2-4) pre-train 2,000 steps (8M tokens) each, not "
-                         "5,000, so that the study fits in two hours on 2 CPU cores.")),
+                         "The context and pretrain_exposure studies' own base models (four each) pre-train 2,000 "
+                         "steps (8M tokens) each, not 5,000, so that each study fits in two hours on 2 CPU cores.")),
     "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
                    pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
@@ -381,6 +381,11 @@ def plan_crossover(ctx: Context, plan: Plan) -> None:
     plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, ctx.bands, suffix))
 
 
+def side_steps(ctx: Context) -> dict:
+    """Pre-training length of the context and pretrain_exposure studies' own base models (`Scale.side_steps`)."""
+    return dict(max_steps=ctx.sc.side_steps) if ctx.sc.side_steps else {}
+
+
 CONTEXT_EXPOSURES = (0, 0.1, 1, 10)  # % of pre-training data in context B (teachers), at its lowest op only
 
 
@@ -389,12 +394,12 @@ def plan_context(ctx: Context, plan: Plan) -> None:
     The precondition is checked on the 0 % base model: it solves A in range, and B barely above op `lo`."""
     lo, hi = ctx.sc.context_ops
     evalset = ctx.evalset("context-B", (lo, hi), contexts="teachers")
-    steps = dict(max_steps=ctx.sc.side_steps) if ctx.sc.side_steps else {}
     for e in CONTEXT_EXPOSURES:
         share = e / 100
         recipe = f"{1 - share:.6g}*{ctx.recipe(f'{lo}-{hi}', 'zoo')}" + (
             f" + {share:.6g}*{ctx.recipe(str(lo), 'teachers')}" if share else "")
-        base = plan.add(ctx.pretrain(f"base-B{e:g}", recipe, note=f"A op {lo}-{hi}, B {e:g}% at op {lo}", **steps))
+        base = plan.add(ctx.pretrain(f"base-B{e:g}", recipe, note=f"A op {lo}-{hi}, B {e:g}% at op {lo}",
+                                     **side_steps(ctx)))
         if e == 0:
             set_a = ctx.evalset("context-A", (lo, hi), contexts="zoo")
             plan.checks["A"] = plan.add(ctx.eval(base, set_a, ctx.sc.eval_n, {"A": (lo, hi)}, suffix="-on-A"))
@@ -475,7 +480,8 @@ def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
     for h in HARD_SHARES:
         recipe = ctx.recipe(f"{cut}-{hi}" if h == 100 else f"{lo}-{cut - 1}" if h == 0 else
                             f"{lo}-{cut - 1}:{1 - h / 100:g},{cut}-{hi}:{h / 100:g}")
-        base = plan.add(ctx.pretrain(f"base-hard{h}", recipe, note=f"{h}% of pre-training on op {cut}-{hi}"))
+        base = plan.add(ctx.pretrain(f"base-hard{h}", recipe, note=f"{h}% of pre-training on op {cut}-{hi}",
+                                     **side_steps(ctx)))
         rl = plan.add(ctx.grpo(f"rl-hard{h}", base, ctx.pools["edge"], note="RL on the edge pool"))
         plan.evals[f"hard {h}%"] = plan.add(ctx.eval(base, evalset, sc.eval_n, ctx.bands))
         plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, ctx.bands))
@@ -1092,17 +1098,48 @@ def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     return lines, {"pass_at_k": numbers, "hacked_of_right": hacked, "hard_deltas_vs_outcome": deltas}
 
 
+# A.7, fixed before any run (our reading of the appendix: more upper-range exposure in pre-training, more for RL to
+# extend). Reproduced iff RL's gain in edge-band pass@n is larger after pre-training with the most upper-range data
+# than with none, paired over problems, by > 0 and >= `se` standard errors; not reproduced iff it is not larger.
+EXPOSURE_CRITERIA = {"se": 2.0}
+
+
+def exposure_verdict(gains: dict, diff: tuple, solved: float, n: int) -> tuple[bool | None, str]:
+    """gains: {hard share %: mean RL gain of edge pass@n}; diff: (mean, SE) of the most-exposed share's per-problem
+    gain minus the 0 % share's; solved: the best edge pass@n of any model, before or after RL."""
+    top = max(gains)
+    d, se = diff
+    said = (f"RL's gain in edge pass@{n} by upper-range share of pre-training: "
+            + ", ".join(f"{h} %: {pct(g)}" for h, g in gains.items())
+            + f"; {top} % minus 0 %, paired over problems: {pct(d)} (SE {pct(se)})")
+    if not solved > 0 or se != se:
+        return None, said + "; no model solves the edge band, so there is nothing to compare."
+    if d > 0 and d >= EXPOSURE_CRITERIA["se"] * se:
+        return True, said + "."
+    if d <= 0:
+        return False, said + "; more exposure did not leave RL more to gain."
+    return None, said + "; within the noise."
+
+
 def report_pretrain_exposure(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
-    ks = evaluate.default_ks(sc.eval_n)
+    n, (lo, hi) = sc.eval_n, ctx.bands["edge"]
+    ks = evaluate.default_ks(n)
     table, numbers = pass_table(ctx, plan, ctx.bands, ks)
-    lines = ["## pass@k (verified) by band, before and after RL", "", table, ""]
-    gains = {h: numbers[f"hard {h}% + RL"]["edge"][sc.eval_n] - numbers[f"hard {h}%"]["edge"][sc.eval_n]
-             for h in HARD_SHARES}
-    lines.append(verdict_line(None, "RL gain on the edge band (pass@n) by hard share: "
-                              + ", ".join(f"{h}%: {pct(g)}" for h, g in gains.items())
-                              + " (the paper gives shapes, not numbers, for this appendix study)."))
-    return lines, {"pass_at_k": numbers, "edge_gain_by_hard_share": gains}
+    gain_pp = {}
+    for h in HARD_SHARES:
+        before = band_pass(eval_results(ctx, plan.evals[f"hard {h}%"])[1], lo, hi, n)
+        after = band_pass(eval_results(ctx, plan.evals[f"hard {h}% + RL"])[1], lo, hi, n)
+        gain_pp[h] = {pid: after[pid] - before[pid] for pid in after if pid in before}
+    gains = {h: mean_se(list(g.values()))[0] for h, g in gain_pp.items()}
+    diff = paired_delta(gain_pp[max(HARD_SHARES)], gain_pp[0])
+    rows = [[f"{h} %", pct(numbers[f"hard {h}%"]["edge"][n]), pct(numbers[f"hard {h}% + RL"]["edge"][n]),
+             pct(gains[h])] for h in HARD_SHARES]
+    lines = ["## pass@k (verified) by band, before and after RL", "", table, "",
+             f"## RL's gain on the edge band (op {lo}-{hi}) by pre-training exposure", "",
+             markdown_table(["upper-range share", f"base edge pass@{n}", "after RL", "gain"], rows), "",
+             verdict_line(*exposure_verdict(gains, diff[:2], max(row["edge"][n] for row in numbers.values()), n))]
+    return lines, {"pass_at_k": numbers, "edge_gain_by_hard_share": gains, "gain_top_minus_none": diff}
 
 
 # Weak supervision, fixed before any run. Precondition: RL on all prompts raises held-out edge-band verified pass@1

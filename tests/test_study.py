@@ -308,6 +308,16 @@ def test_process_reward_verdict_thresholds():
     assert v({"outcome": 0.30, "process 0.2": float("nan")}, 0.03, 32)[0] is None
 
 
+def test_pretrain_exposure_verdict_thresholds():
+    v = study.exposure_verdict
+    gains = {0: 0.02, 20: 0.05, 50: 0.08, 100: 0.12}
+    assert v(gains, (0.10, 0.04), 0.5, 32)[0] is True
+    assert v(gains, (0.06, 0.04), 0.5, 32)[0] is None  # 1.5 SE
+    assert v(gains, (-0.01, 0.04), 0.5, 32)[0] is False  # the most exposed model leaves RL no more to gain
+    assert v(gains, (0.10, float("nan")), 0.5, 32)[0] is None
+    assert v(dict.fromkeys(gains, 0.0), (0.0, 0.0), 0.0, 32)[0] is None  # nothing solved: nothing to compare
+
+
 def test_weak_supervision_verdict_thresholds():
     v = study.weak_verdict
     assert v((0.10, 0.03), 30, 10, (0.08, 0.03), "8 prompts")[0] is True  # scarce saturates first, generalizes less
