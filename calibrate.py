@@ -11,12 +11,15 @@ and skipped once finished, so the sweep can run in pieces (and in parallel: `--o
     python calibrate.py --scale tiny                     # every configuration, then the report
     python calibrate.py --scale tiny --only base,sol     # some of them
     python calibrate.py --scale tiny --report_only       # re-render the table from finished runs
+    python calibrate.py --scale tiny --rl                # the RL sweep: steps and pool size on the model's edge
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +113,112 @@ TRIALS = {
 }
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# RL on the base model's edge: how many steps, on how many prompts (`--rl`)
+
+@dataclass(frozen=True)
+class RLTrial:
+    name: str
+    note: str  # what this row tests
+    grpo: dict = dataclasses.field(default_factory=dict)  # grpo.py settings over the edge study's edge-pool run
+    at: tuple = ()  # intermediate checkpoints (steps) evaluated too, each a row
+
+
+LONG = dict(eval_every=20, ckpt_every=20, keep_last=5)  # 100-step runs keep every 20th step for the `at` rows
+RL_TRIALS = {
+    "micro": [RLTrial("edge", "the edge study's run"),
+              RLTrial("pool128-4", "pool 128, 4 steps", dict(pool_size=128, max_steps=4, ckpt_every=2, keep_last=3),
+                      at=(2,))],
+    "tiny": [
+        RLTrial("edge", "30 steps, pool 256 filtered once to the edge (the edge study's run, seed 0)"),
+        RLTrial("edge-s1", "as `edge`, seed 1 (the edge study's second seed)", dict(seed=1)),
+        RLTrial("pool2048-100", "pool 2048 filtered once to the edge, 100 steps: more prompts, more steps",
+                dict(pool_size=2048, max_steps=100, **LONG), at=(60,)),
+        RLTrial("pool2048-resel25-100", "as pool2048-100, the pool re-selected to the edge every 25 steps",
+                dict(pool_size=2048, max_steps=100, reselect_every=25, **LONG), at=(60,)),
+    ],
+}
+RL_HEADER = ["trial", "what it tests", "step", "edge pool (prompts, first → last selection)",
+             "RL minutes (steps only)", "pool reward (first / last 5 steps)", "edge pass@1", "Δ pass@1 (SE)",
+             "edge pass@K", "Δ pass@K (SE)", "ID pass@K"]
+
+
+def rl_jobs(ctx: study.Context, trial: RLTrial) -> tuple[study.Job, list[tuple[int | None, study.Job]]]:
+    """The trial's RL job (the edge study's own run where the settings are its) and its evaluations: (step, job),
+    step None for the final checkpoint."""
+    base = ctx.base().name
+    job = ctx.grpo(f"rlsweep-{trial.name}", base, ctx.pools["edge"], note=trial.note,
+                   **{**study.edge_filter(ctx), **trial.grpo})
+    for seed in range(ctx.sc.rl_seeds):
+        own = study.pool_rl_job(ctx, base, "edge", seed)
+        if own.config == job.config:
+            job = own
+    evalset, n = ctx.all_bands_evalset(), ctx.sc.eval_n
+    evals = [(None, ctx.eval(job.name, evalset, n, ctx.bands))]
+    for step in trial.at:
+        ev = ctx.eval(job.name, evalset, n, ctx.bands, suffix=f"-s{step}")
+        ev.config = {**ev.config, "ckpt": [str(ctx.run_dir(job.name) / f"step_{step:06d}.pt")],
+                     "label": [f"{job.name}@{step}"]}
+        evals.append((step, ev))
+    return job, evals
+
+
+def rl_row(ctx: study.Context, trial: RLTrial, job: study.Job, step: int | None, ev: study.Job) -> list:
+    """One row of RL_HEADER: the run's log up to `step` and its evaluation against the base model's, paired over
+    the edge band's problems."""
+    n, (lo, hi), id_band = ctx.sc.eval_n, ctx.bands["edge"], ctx.bands["ID"]
+    rows, _ = study.rl_metrics(ctx, job.name)
+    rows = [r for r in rows if step is None or r["step"] <= step]
+    log = (ctx.run_dir(job.name) / "log.txt").read_text()
+    every = job.config["reselect_every"]  # selections at steps 0, every, 2 every, ... before the last step
+    sizes = re.findall(r"edge-of-competence pool has (\d+) of", log)[:len(range(0, rows[-1]["step"], every))
+                                                                       if every else 0]
+    rewards = [r["reward"] for r in rows]
+    base_pp, pp = study.eval_results(ctx, ctx.ladder_job().name)[1], study.eval_results(ctx, ev.name)[1]
+    cells = []
+    for k in (1, n):
+        after, before = study.band_pass(pp, lo, hi, k), study.band_pass(base_pp, lo, hi, k)
+        d, se, _ = study.paired_delta(after, before)
+        cells += [study.pct(study.mean_se(list(after.values()))[0]), f"{100 * d:+.1f} ({100 * se:.1f})"]
+    id_pass = study.mean_se(list(study.band_pass(pp, *id_band, n).values()))[0]
+    return [trial.name, trial.note, rows[-1]["step"], " → ".join(sizes) or "—",
+            f"{sum(r['step_s'] for r in rows) / 60:.1f}",
+            f"{statistics.fmean(rewards[:5]):.2f} / {statistics.fmean(rewards[-5:]):.2f}", *cells, study.pct(id_pass)]
+
+
+def run_rl_sweep(cfg: Config, device) -> Path:
+    """RL trials from the scale's own base model (runs/<scale>/base, the edge study's), evaluated as the study
+    evaluates; the table goes to reports/calibration-<scale>/rl.md, its rows kept in rl_rows.json."""
+    ctx = study.Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers, cfg.train_procs)
+    trials = RL_TRIALS[cfg.scale]
+    with study.runs_lock(ctx.dir):
+        ctx.ensure_tokenizer()
+        for job in (ctx.base(), ctx.ladder_job()):
+            study.run_job(ctx, job, str(device))
+        if ctx.sc.ladder:
+            study.measure_bands(ctx)
+        if "edge" not in ctx.bands:
+            raise UserError("the base model has no edge band (see the edge study's report): nothing to sweep")
+        rows = []
+        for trial in trials:
+            job, evals = rl_jobs(ctx, trial)
+            for j in (job, *(ev for _, ev in evals)):
+                study.run_job(ctx, j, str(device))
+            rows += [rl_row(ctx, trial, job, step, ev) for step, ev in sorted(evals, key=lambda e: e[0] or 10**9)]
+    k = ctx.sc.eval_n
+    out = Path(cfg.reports_dir) / f"calibration-{cfg.scale}" / "rl.md"
+    lines = [f"# RL sweep, {cfg.scale} scale", "",
+             f"RL on the base model's edge band (op {study.ops(ctx.bands['edge'])}) with some settings changed, from the "
+             "edge study's base model and evaluated as the edge study evaluates (verified pass@k, "
+             f"{ctx.sc.eval_per_op} held-out problems per op x {k} samples). Δ: paired over the edge band's problems "
+             "against the base model, ± standard error. Every trial is kept; the edge study's own runs are rows too.",
+             "", f"Rerun: `python calibrate.py --scale {cfg.scale} --rl` (finished runs are reused).", "",
+             markdown_table([h.replace("@K", f"@{k}") for h in RL_HEADER], [[str(c) for c in r] for r in rows]), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: f.write("\n".join(lines)), binary=False)
+    return out
+
+
 def trial_context(scale: str, trial: Trial, runs_dir: str, workers: int, train_procs: int = 1) -> study.Context:
     """A study context whose scale is the trial's, in runs_dir/calibration-<scale>/<trial>/, sharing one tokenizer."""
     ctx = study.Context(scale, runs_dir, "reports", workers, train_procs)
@@ -197,13 +306,20 @@ class Config:
     workers: int = opt(1, "processes for data generation")
     report_only: bool = opt(False, "only re-render the table from finished runs")
     train_procs: int = opt(1, "pre-training as this many DDP processes (torchrun), as study.py --train_procs")
+    rl: bool = opt(False, "the RL sweep on the edge study's base model instead (RL_TRIALS; reports .../rl.md)")
 
 
 def main(cfg: Config) -> dict:
-    if cfg.scale not in TRIALS:
+    if cfg.scale not in TRIALS and not cfg.rl:
         raise UserError(f"no calibration trials for scale {cfg.scale!r}; scales with trials: {', '.join(TRIALS)}")
     if cfg.train_procs < 1:
         raise UserError(f"--train_procs must be >= 1, got {cfg.train_procs}")
+    if cfg.rl:
+        if cfg.scale not in RL_TRIALS:
+            raise UserError(f"no RL trials for scale {cfg.scale!r}; scales with them: {', '.join(RL_TRIALS)}")
+        path = run_rl_sweep(cfg, setup_dist(cfg.device).device)
+        print(f"RL sweep table: {path}")
+        return {"report": str(path)}
     trials = TRIALS[cfg.scale]
     names = [t.name for t in trials]
     chosen = [n.strip() for n in cfg.only.split(",") if n.strip()] or names

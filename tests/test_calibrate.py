@@ -69,3 +69,30 @@ def test_a_broken_rows_file_is_refused(text, tmp_path):
     with pytest.raises(UserError, match="not a table of calibration rows"):
         calibrate.main(calibrate.Config(scale="tiny", runs_dir=str(tmp_path / "runs"),
                                         reports_dir=str(tmp_path / "rep"), report_only=True))
+
+
+def test_rl_trials_reuse_the_edge_studys_runs(tmp_path):
+    """Where an RL trial's settings are the edge study's own, its row reads that run (no second copy); the others
+    are valid grpo configs of their own."""
+    ctx = study.Context("tiny", str(tmp_path), str(tmp_path), 1)
+    ctx.bands = {"ID": (2, 6), "edge": (7, 8), "hard": (9, 12)}
+    ctx.pools = study.pools_from_bands(ctx.bands)
+    names = {t.name: calibrate.rl_jobs(ctx, t)[0].name for t in calibrate.RL_TRIALS["tiny"]}
+    assert names["edge"] == "rl-edge" and names["edge-s1"] == "rl-edge-s1"
+    assert names["pool2048-100"] == "rlsweep-pool2048-100"
+    for trial in calibrate.RL_TRIALS["tiny"]:
+        job, evals = calibrate.rl_jobs(ctx, trial)
+        study.grpo.check_config(study.grpo.Config(**job.config), 1)
+        for step, ev in evals[1:]:  # an intermediate checkpoint is one the run keeps
+            assert step % job.config["ckpt_every"] == 0 and ev.config["ckpt"][0].endswith(f"step_{step:06d}.pt")
+            assert (job.config["max_steps"] - step) // job.config["ckpt_every"] < job.config["keep_last"]
+
+
+def test_rl_sweep_runs_at_micro_scale(tmp_path):
+    out = calibrate.main(calibrate.Config(scale="micro", rl=True, runs_dir=str(tmp_path / "runs"),
+                                          reports_dir=str(tmp_path / "rep")))
+    text = open(out["report"]).read()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| edge", "| pool128-4", "| pool128-4"]
+    assert [r.split(" | ")[2] for r in rows] == ["2", "2", "4"]  # the final step, then step 2 and 4 of pool128-4
+    assert not (tmp_path / "runs" / "micro" / "rlsweep-edge").exists()  # the study's own run, reused
