@@ -2,7 +2,7 @@
 grpo.py -- Group Relative Policy Optimization, written out by hand, as the paper ran it (verl).
 
 One step: take N prompts from the RL pool, sample r completions of each with sampler.py, score
-every completion with the shared verifier (evaluate.py), turn rewards into group-relative advantages, then
+every completion with the shared verifier (verifier.py), turn rewards into group-relative advantages, then
 make `minibatches` clipped policy-gradient updates over the rollout batch, with a k3 KL penalty to the frozen
 initial model. Settings at `paper` scale are SPEC §7's; smaller presets scale the sizes, not the algorithm.
 
@@ -42,6 +42,7 @@ import evaluate
 import model as model_lib
 import sampler as sampler_lib
 import tokenizer as tok_lib
+import verifier
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
                     ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, make_optimizer, opt,
                     plot_lines, print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main,
@@ -212,7 +213,7 @@ def response_mask(prompt_lens: torch.Tensor, resp_lens: torch.Tensor, T: int) ->
 
 def score_group(records: list[dict], completions: list[str], cfg: Config, rng: random.Random) -> list[dict]:
     """Verify every completion; add its reward under cfg.reward (with pseudo-labels and noise if asked)."""
-    results = [evaluate.verify(rec, comp) for rec, comp in zip(records, completions)]
+    results = [verifier.verify(rec, comp) for rec, comp in zip(records, completions)]
     if cfg.pseudo_label == "majority":  # the group's most common parsed answer stands in for the gold answer
         for g in range(0, len(results), cfg.group_size):
             answers = [r["answer"] for r in results[g:g + cfg.group_size] if r["answer"] is not None]
@@ -223,7 +224,7 @@ def score_group(records: list[dict], completions: list[str], cfg: Config, rng: r
         if cfg.pseudo_label == "majority":
             value = float(r["pseudo_correct"])
         else:
-            value = evaluate.reward(r, cfg.reward, cfg.alpha)
+            value = verifier.reward(r, cfg.reward, cfg.alpha)
         if cfg.reward_noise and rng.random() < cfg.reward_noise:
             value = 1.0 - value
         r["reward"] = value
@@ -398,8 +399,8 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
     m.update(rollout_metrics(ro, rewards, cfg), update_s=time.time() - t0)  # scoring and updates
     for key, field_ in (("answer_acc", "answer_correct"), ("verified", "verified"), ("hacked", "hacked")):
         m[key] = sum(r[field_] for r in results) / len(results)
-    for kind in evaluate.REWARD_KINDS:
-        m[f"reward_{kind}"] = sum(evaluate.reward(r, kind, cfg.alpha) for r in results) / len(results)
+    for kind in verifier.REWARD_KINDS:
+        m[f"reward_{kind}"] = sum(verifier.reward(r, kind, cfg.alpha) for r in results) / len(results)
     m["_episodes"] = [{"prompt": tok_lib.render_prompt(rec), "completion": comp, "reward": r["reward"],
                        "answer": rec["answer"], **{k: r[k] for k in ("answer_correct", "verified", "hacked")}}
                       for rec, comp, r in list(zip(ro.records, ro.completions, results))[:cfg.episodes]]
@@ -461,8 +462,8 @@ def check_config(cfg: Config, world: int) -> None:
     require_positive(cfg, "max_steps", "micro_rows", "minibatches", "prompts_per_step", "pool_size", "max_new_tokens",
                      "eval_problems", "eval_n", "reselect_n", "log_every", "eval_every", "ckpt_every", "keep_last",
                      "lr")
-    if cfg.reward not in evaluate.REWARD_KINDS:
-        raise UserError(f"--reward must be one of {', '.join(evaluate.REWARD_KINDS)}, got {cfg.reward!r}")
+    if cfg.reward not in verifier.REWARD_KINDS:
+        raise UserError(f"--reward must be one of {', '.join(verifier.REWARD_KINDS)}, got {cfg.reward!r}")
     if cfg.loss_agg not in LOSS_AGG:
         raise UserError(f"--loss_agg must be one of {', '.join(LOSS_AGG)}, got {cfg.loss_agg!r}")
     if cfg.adv_norm not in ("std", "mean"):
