@@ -44,8 +44,8 @@ import sampler as sampler_lib
 import tokenizer as tok_lib
 import verifier
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, make_optimizer, opt,
-                    plot_lines, print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main,
+                    ensure_final, fmt_count, fmt_duration, load_checkpoint, make_optimizer, opt, plot_lines,
+                    print_config, read_log, require_positive, resume_checkpoint, rng_state, run_info, run_main,
                     save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir,
                     step_line, truncate_logs, wrap_for_training)
 
@@ -124,6 +124,10 @@ PRESETS = {
                   eval_problems=512, eval_n=8, prompts_per_step=1024, group_size=6, max_new_tokens=1024,
                   micro_rows=64, minibatches=4, lr=1e-6, max_steps=200, eval_every=20, ckpt_every=20),
 }
+
+# settings a --resume may change: they do not change what the run computes
+RESUME_MAY_CHANGE = ("max_steps", "resume", "overwrite", "device", "log_every", "eval_every", "ckpt_every", "keep_last",
+                     "compile")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -448,19 +452,6 @@ def rl_token_cost(seq_tokens: float, with_ref: bool) -> float:
     return (4 / 3 + (1.0 if with_ref else 0.0) / 3) * seq_tokens
 
 
-def resume_checkpoint(cfg: Config, out_dir: Path) -> dict:
-    """The run's latest checkpoint, whose settings must be these (bar the ones a resume may change)."""
-    path = latest_checkpoint(out_dir)
-    if path is None:
-        raise UserError(f"--resume: no checkpoint in {out_dir}; run without --resume to start it")
-    state = load_checkpoint(path)
-    changed = resume_changes(state["config"], cfg, ("max_steps", "resume", "overwrite", "device", "log_every",
-                                                    "eval_every", "ckpt_every", "keep_last", "compile"))
-    if changed:
-        raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
-    return state
-
-
 def describe(cfg: Config, world: int) -> str:
     """The run's algorithm in one line: batch, reward, loss and optimizer settings."""
     return (f"{cfg.prompts_per_step} prompts x {cfg.group_size} samples/step ({cfg.minibatches} updates of "
@@ -559,7 +550,7 @@ def train(cfg: Config, dist) -> dict:
     if master:
         start_run_dir(out_dir, cfg.resume, cfg.overwrite)
     log = Logger(out_dir, enabled=master)
-    resume_state = resume_checkpoint(cfg, out_dir) if cfg.resume else None
+    resume_state = resume_checkpoint(cfg, out_dir, RESUME_MAY_CHANGE) if cfg.resume else None
     init_state = load_checkpoint(cfg.init_from)
     tok, tok_path = tok_lib.pinned_tokenizer(init_state)
     tokenizer_path, tok_hash = str(tok_path), tok_lib.tokenizer_hash(tok_path)
