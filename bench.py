@@ -374,11 +374,12 @@ class VerifyBench:
 
 
 def bench_verify(cfg: VerifyBench) -> None:
-    """Completions verified per second (evaluate.verify) on gold completions, by op band, one core."""
+    """Completions verified per second (verifier.verify) on gold completions, by op band, one core."""
     import gc
 
     import datagen
     import evaluate as E
+    import verifier as V
 
     require_positive(cfg, "n", "seconds")
     print_config(cfg, "bench verify")
@@ -386,7 +387,7 @@ def bench_verify(cfg: VerifyBench) -> None:
     recs = list(datagen.generate(f"ops={cfg.ops} modes=forward:0.5,reverse:0.5", cfg.n, seed=cfg.seed))
     bands: dict = {}
     for r in recs:
-        bands.setdefault(E.band_of(r["op"]) or "other", []).append((r, E.gold_completion(r)))
+        bands.setdefault(E.band_of(r["op"]) or "other", []).append((r, V.gold_completion(r)))
     bands = {b: bands[b] for b in (*E.PAPER_BANDS, "other") if b in bands}
     bands["all"] = [x for items in bands.values() for x in items]
     gc.collect()
@@ -397,16 +398,16 @@ def bench_verify(cfg: VerifyBench) -> None:
         out, start = [], time.process_time()
         while time.process_time() - start < seconds or len(out) < 3:
             if cold:
-                E.clear_caches()
+                V.clear_caches()
             t0 = time.process_time()
             for r, c in items:
-                E.verify(r, c)
+                V.verify(r, c)
             out.append(len(items) / max(time.process_time() - t0, 1e-9))
         return statistics.median(out)
 
     rows = []
     for band, items in bands.items():
-        assert all(E.verify(r, c)["verified"] for r, c in items)
+        assert all(V.verify(r, c)["verified"] for r, c in items)
         # cold: caches emptied before each pass (gold graphs rebuilt); warm: as when scoring n samples per problem
         cold, warm = rate(items, True, cfg.seconds / 2), rate(items, False, cfg.seconds / 2)
         ops = sorted({r["op"] for r, _ in items})

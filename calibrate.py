@@ -208,8 +208,8 @@ def run_rl_sweep(cfg: Config, device) -> Path:
     k = ctx.sc.eval_n
     out = Path(cfg.reports_dir) / f"calibration-{cfg.scale}" / "rl.md"
     lines = [f"# RL sweep, {cfg.scale} scale", "",
-             f"RL on the base model's edge band (op {study.ops(ctx.bands['edge'])}) with some settings changed, from the "
-             "edge study's base model and evaluated as the edge study evaluates (verified pass@k, "
+             f"RL on the base model's edge band (op {study.ops(ctx.bands['edge'])}) with some settings changed, from "
+             "the edge study's base model and evaluated as the edge study evaluates (verified pass@k, "
              f"{ctx.sc.eval_per_op} held-out problems per op x {k} samples). Δ: paired over the edge band's problems "
              "against the base model, ± standard error. Every trial is kept; the edge study's own runs are rows too.",
              "", f"Rerun: `python calibrate.py --scale {cfg.scale} --rl` (finished runs are reused).", "",

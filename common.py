@@ -386,6 +386,18 @@ def resume_changes(old: dict, cfg, may_change: tuple) -> str:
     return ", ".join(f"{k} ({old.get(k, default[k])!r} -> {new[k]!r})" for k in diff)
 
 
+def resume_checkpoint(cfg, out_dir: Path, may_change: tuple) -> dict:
+    """--resume: the run's latest checkpoint, made with these settings (bar those in `may_change`)."""
+    path = latest_checkpoint(out_dir)
+    if path is None:
+        raise UserError(f"--resume: no checkpoint in {out_dir}; run without --resume to start it")
+    state = load_checkpoint(path)
+    changed = resume_changes(state["config"], cfg, may_change)
+    if changed:
+        raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
+    return state
+
+
 def prune_checkpoints(folder: str | Path, keep: int, protect: Path | None = None) -> None:
     """Delete all but the `keep` highest-step `step_*.pt` files (and their .json); `final.pt` and `protect` (the
     checkpoint just written) are never deleted."""

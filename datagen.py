@@ -556,6 +556,36 @@ def _try_problem(rng, op, ctx, places_sub, types_sub, n_types, reverse, opts=PAP
                    values=values, forms=forms, is_agg=is_agg, tname=tname, pname=pname, unknown=unknown)
 
 
+def _post_order(parents: list, n_sol: int) -> list[int]:
+    """The solution's quantities in depth-first post-order from the query (node 0): each once, parents first."""
+    order: list[int] = []
+    seen = [False] * n_sol
+    seen[0] = True
+    stack = [(0, iter(parents[0]))]  # iterative DFS: no recursion, no closure cycle for the GC to collect
+    while stack:
+        i, todo = stack[-1]
+        for p in todo:
+            if not seen[p]:
+                seen[p] = True
+                stack.append((p, iter(parents[p])))
+                break
+        else:
+            stack.pop()
+            order.append(i)
+    return order
+
+
+def _closing(query_var: str, form: tuple, given: int, xval: int) -> str:
+    """A reverse problem's last step: the query's form a*x + b set equal to its given value, solved for x."""
+    a, b = form
+    eq = [f"We know {query_var} = {given}, so {_fmt_form(a, b)} = {given}"]
+    if b != 0:
+        eq.append(f"so {_fmt_form(a, 0)} = {given} {'-' if b > 0 else '+'} {abs(b)} = {given - b}")
+    if a != 1:
+        eq.append(f"so x = {given - b} / {a} = {xval}")
+    return "; ".join(eq) + "."
+
+
 def render_problem(pb: Problem, rng: random.Random, letter_order: str = "random") -> dict:
     """Write a problem as a record. Sentence order and variable letters come from `rng`; the id does not
     depend on them (it hashes the rules, names, numbers, mode and question)."""
@@ -606,20 +636,7 @@ def render_problem(pb: Problem, rng: random.Random, letter_order: str = "random"
                 else f"How many {tname[target]} does {pname[target]} have?")
 
     # --- solution text, in depth-first post-order from the query (each quantity once, parents first)
-    order: list[int] = []
-    seen = [False] * n_sol
-    seen[0] = True
-    stack = [(0, iter(parents[0]))]  # iterative DFS: no recursion, no closure cycle for the GC to collect
-    while stack:
-        i, todo = stack[-1]
-        for p in todo:
-            if not seen[p]:
-                seen[p] = True
-                stack.append((p, iter(parents[p])))
-                break
-        else:
-            stack.pop()
-            order.append(i)
+    order = _post_order(parents, n_sol)
     n_letters = sum(1 + max(0, len(parents[i]) - 2) + (kop[i] is not None) for i in range(n_sol))
     if letter_order == "sequential":  # each new variable takes the letter after the last one's, wrapping around
         start = int(rand() * len(LETTERS))
@@ -666,20 +683,11 @@ def render_problem(pb: Problem, rng: random.Random, letter_order: str = "random"
             clauses.append(_assign(v, f"{k[i]}{sign}{cur_sym}", f"{k[i]}{sign}{_operand(cur_val)}", val_s[i]))
         clauses[-1] = "so " + clauses[-1]
         steps.append(f"{head} {'; '.join(clauses)}.")
-    if reverse:  # the equation: a*x + b = given, solved for x
-        a, b = forms[0]
-        given, xval = values[0], values[unknown]
-        eq = [f"We know {var[0]} = {given}, so {_fmt_form(a, b)} = {given}"]
-        if b != 0:
-            eq.append(f"so {_fmt_form(a, 0)} = {given} {'-' if b > 0 else '+'} {abs(b)} = {given - b}")
-        if a != 1:
-            eq.append(f"so x = {given - b} / {a} = {xval}")
-        steps.append("; ".join(eq) + ".")
+    if reverse:
+        steps.append(_closing(var[0], forms[0], values[0], values[unknown]))
 
-    graph_nodes = []
-    for i in order:
-        graph_nodes.append({"name": names[i], "parents": [names[q] for q in parents[i]], "combine": combine[i],
-                            "k": k[i], "kop": kop[i], "value": values[i]})
+    graph_nodes = [{"name": names[i], "parents": [names[q] for q in parents[i]], "combine": combine[i], "k": k[i],
+                    "kop": kop[i], "value": values[i]} for i in order]
     mode = "reverse" if reverse else "forward"
     canon.sort()
     key = f"{ctx.id}|{mode}|{names[0]}|{names[unknown] if reverse else ''}|{values[0] if reverse else ''}|" + \

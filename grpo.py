@@ -2,7 +2,7 @@
 grpo.py -- Group Relative Policy Optimization, written out by hand, as the paper ran it (verl).
 
 One step: take N prompts from the RL pool, sample r completions of each with sampler.py, score
-every completion with the shared verifier (evaluate.py), turn rewards into group-relative advantages, then
+every completion with the shared verifier (verifier.py), turn rewards into group-relative advantages, then
 make `minibatches` clipped policy-gradient updates over the rollout batch, with a k3 KL penalty to the frozen
 initial model. Settings at `paper` scale are SPEC §7's; smaller presets scale the sizes, not the algorithm.
 
@@ -42,9 +42,10 @@ import evaluate
 import model as model_lib
 import sampler as sampler_lib
 import tokenizer as tok_lib
+import verifier
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, make_optimizer, opt,
-                    plot_lines, print_config, read_log, require_positive, resume_changes, rng_state, run_info, run_main,
+                    ensure_final, fmt_count, fmt_duration, load_checkpoint, make_optimizer, opt, plot_lines,
+                    print_config, read_log, require_positive, resume_checkpoint, rng_state, run_info, run_main,
                     save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir,
                     step_line, truncate_logs, wrap_for_training)
 
@@ -123,6 +124,10 @@ PRESETS = {
                   eval_problems=512, eval_n=8, prompts_per_step=1024, group_size=6, max_new_tokens=1024,
                   micro_rows=64, minibatches=4, lr=1e-6, max_steps=200, eval_every=20, ckpt_every=20),
 }
+
+# settings a --resume may change: they do not change what the run computes
+RESUME_MAY_CHANGE = ("max_steps", "resume", "overwrite", "device", "log_every", "eval_every", "ckpt_every", "keep_last",
+                     "compile")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ def response_mask(prompt_lens: torch.Tensor, resp_lens: torch.Tensor, T: int) ->
 
 def score_group(records: list[dict], completions: list[str], cfg: Config, rng: random.Random) -> list[dict]:
     """Verify every completion; add its reward under cfg.reward (with pseudo-labels and noise if asked)."""
-    results = [evaluate.verify(rec, comp) for rec, comp in zip(records, completions)]
+    results = [verifier.verify(rec, comp) for rec, comp in zip(records, completions)]
     if cfg.pseudo_label == "majority":  # the group's most common parsed answer stands in for the gold answer
         for g in range(0, len(results), cfg.group_size):
             answers = [r["answer"] for r in results[g:g + cfg.group_size] if r["answer"] is not None]
@@ -223,7 +228,7 @@ def score_group(records: list[dict], completions: list[str], cfg: Config, rng: r
         if cfg.pseudo_label == "majority":
             value = float(r["pseudo_correct"])
         else:
-            value = evaluate.reward(r, cfg.reward, cfg.alpha)
+            value = verifier.reward(r, cfg.reward, cfg.alpha)
         if cfg.reward_noise and rng.random() < cfg.reward_noise:
             value = 1.0 - value
         r["reward"] = value
@@ -398,8 +403,8 @@ def rl_step(policy, train_model, ref, optimizer, tok, records: list[dict], cfg: 
     m.update(rollout_metrics(ro, rewards, cfg), update_s=time.time() - t0)  # scoring and updates
     for key, field_ in (("answer_acc", "answer_correct"), ("verified", "verified"), ("hacked", "hacked")):
         m[key] = sum(r[field_] for r in results) / len(results)
-    for kind in evaluate.REWARD_KINDS:
-        m[f"reward_{kind}"] = sum(evaluate.reward(r, kind, cfg.alpha) for r in results) / len(results)
+    for kind in verifier.REWARD_KINDS:
+        m[f"reward_{kind}"] = sum(verifier.reward(r, kind, cfg.alpha) for r in results) / len(results)
     m["_episodes"] = [{"prompt": tok_lib.render_prompt(rec), "completion": comp, "reward": r["reward"],
                        "answer": rec["answer"], **{k: r[k] for k in ("answer_correct", "verified", "hacked")}}
                       for rec, comp, r in list(zip(ro.records, ro.completions, results))[:cfg.episodes]]
@@ -447,6 +452,58 @@ def rl_token_cost(seq_tokens: float, with_ref: bool) -> float:
     return (4 / 3 + (1.0 if with_ref else 0.0) / 3) * seq_tokens
 
 
+def describe(cfg: Config, world: int) -> str:
+    """The run's algorithm in one line: batch, reward, loss and optimizer settings."""
+    return (f"{cfg.prompts_per_step} prompts x {cfg.group_size} samples/step ({cfg.minibatches} updates of "
+            f"{cfg.prompts_per_step // cfg.minibatches} prompts, {world} process(es)) | reward {cfg.reward}"
+            + (f" (alpha {cfg.alpha})" if cfg.reward == "process" else "")
+            + f" | loss {cfg.loss_agg}-mean, adv {cfg.adv_norm}, clip {cfg.clip_eps}, kl {cfg.kl_coef} | "
+            f"lr {cfg.lr:g} | {cfg.max_steps} steps")
+
+
+def load_prompts(cfg: Config, tok, room: int, log) -> tuple[list[dict], list[dict]]:
+    """The RL pool (at most --max_prompts of it) and the held-out prompts, each cut to prompts that leave `room`
+    for a response."""
+    pool = datagen.load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl")
+    if not cfg.eval_data and cfg.pool.endswith(".jsonl"):
+        raise UserError("--eval_data is needed when --pool is a file (held-out prompts must come from a recipe split)")
+    eval_records = datagen.load_problems(cfg.eval_data or cfg.pool, cfg.eval_problems, cfg.pool_seed + 1, "test")
+    return (fitting(pool, tok, room, "pool prompts", log)[:cfg.max_prompts or None],
+            fitting(eval_records[:cfg.eval_problems], tok, room, "held-out prompts", log))
+
+
+def reselect(policy, tok, cfg: Config, step: int, room: int, autocast, log, pool: list, stream: PromptStream):
+    """The edge-of-competence pool: the prompts of a fresh draw the policy now solves sometimes (with
+    --max_prompts, the first K of them); (pool, its prompt stream), the old ones if none qualifies."""
+    full = fitting(datagen.load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl"), tok, room, "pool prompts",
+                   log)
+    selected, _ = evaluate.select_edge(policy, tok, full, n=cfg.reselect_n, temperature=cfg.temperature,
+                                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + step, autocast=autocast,
+                                       sampler=cfg.sampler)
+    if selected:
+        pool = selected[:cfg.max_prompts or None]
+        stream = PromptStream(pool, cfg.seed + step)
+    log.print(f"step {step}: edge-of-competence pool has {len(selected)} of {len(full)} prompts"
+              + ("" if selected else " -- keeping the previous pool")
+              + (f"; scarce data: {len(pool)} kept for the whole run" if cfg.max_prompts else ""))
+    return pool, stream
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write(path, lambda f: f.write(lines), binary=False)
+
+
+def average_over_processes(m: dict, dist) -> None:
+    """Under DDP: each numeric metric becomes its mean over processes, token counts their sum."""
+    keys = sorted(k for k, v in m.items() if isinstance(v, (int, float)))
+    t = torch.tensor([float(m[k]) for k in keys], device=dist.device)
+    torch.distributed.all_reduce(t)
+    m.update({k: float(v) / dist.world for k, v in zip(keys, t.tolist())})
+    m["rollout_tokens"] *= dist.world
+    m["seq_tokens"] *= dist.world
+
+
 def main(cfg: Config) -> dict:
     dist = setup_dist(cfg.device)
     try:
@@ -461,8 +518,8 @@ def check_config(cfg: Config, world: int) -> None:
     require_positive(cfg, "max_steps", "micro_rows", "minibatches", "prompts_per_step", "pool_size", "max_new_tokens",
                      "eval_problems", "eval_n", "reselect_n", "log_every", "eval_every", "ckpt_every", "keep_last",
                      "lr")
-    if cfg.reward not in evaluate.REWARD_KINDS:
-        raise UserError(f"--reward must be one of {', '.join(evaluate.REWARD_KINDS)}, got {cfg.reward!r}")
+    if cfg.reward not in verifier.REWARD_KINDS:
+        raise UserError(f"--reward must be one of {', '.join(verifier.REWARD_KINDS)}, got {cfg.reward!r}")
     if cfg.loss_agg not in LOSS_AGG:
         raise UserError(f"--loss_agg must be one of {', '.join(LOSS_AGG)}, got {cfg.loss_agg!r}")
     if cfg.adv_norm not in ("std", "mean"):
@@ -493,17 +550,7 @@ def train(cfg: Config, dist) -> dict:
     if master:
         start_run_dir(out_dir, cfg.resume, cfg.overwrite)
     log = Logger(out_dir, enabled=master)
-    resume_state = None
-    if cfg.resume:
-        path = latest_checkpoint(out_dir)
-        if path is None:
-            raise UserError(f"--resume: no checkpoint in {out_dir}; run without --resume to start it")
-        resume_state = load_checkpoint(path)
-        changed = resume_changes(resume_state["config"], cfg, ("max_steps", "resume", "overwrite", "device",
-                                                               "log_every", "eval_every", "ckpt_every", "keep_last",
-                                                               "compile"))
-        if changed:
-            raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
+    resume_state = resume_checkpoint(cfg, out_dir, RESUME_MAY_CHANGE) if cfg.resume else None
     init_state = load_checkpoint(cfg.init_from)
     tok, tok_path = tok_lib.pinned_tokenizer(init_state)
     tokenizer_path, tok_hash = str(tok_path), tok_lib.tokenizer_hash(tok_path)
@@ -516,18 +563,10 @@ def train(cfg: Config, dist) -> dict:
     if cfg.kl_coef > 0:  # the frozen initial model
         ref = model_lib.model_from_state(init_state).to(device).eval()
         ref.requires_grad_(False)
-    optimizer = make_optimizer(policy, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
-    for group in optimizer.param_groups:
-        group["lr"] = cfg.lr
+    optimizer = make_optimizer(policy, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)  # constant lr
 
-    recipe_pool = not cfg.pool.endswith(".jsonl")
-    pool = datagen.load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl")
-    if not cfg.eval_data and not recipe_pool:
-        raise UserError("--eval_data is needed when --pool is a file (held-out prompts must come from a recipe split)")
-    eval_records = datagen.load_problems(cfg.eval_data or cfg.pool, cfg.eval_problems, cfg.pool_seed + 1, "test")
     room = policy.config.max_seq_len - cfg.max_new_tokens
-    pool = fitting(pool, tok, room, "pool prompts", log)[:cfg.max_prompts or None]
-    eval_records = fitting(eval_records[:cfg.eval_problems], tok, room, "held-out prompts", log)
+    pool, eval_records = load_prompts(cfg, tok, room, log)
     stream = PromptStream(pool, cfg.seed)
     L = max(len(p) for p in encode_prompts(tok, pool[:256])) + cfg.max_new_tokens  # the initial pool, also on resume
     start_step, compute = 0, {"rl_tokens_nominal": 0.0, "rl_tokens_actual": 0.0}
@@ -551,14 +590,9 @@ def train(cfg: Config, dist) -> dict:
         save_json(out_dir / "config.json", {"config": asdict(cfg), "model": asdict(policy.config),
                                             "run": run_info(device), "tokenizer": tokenizer_path})
         print_config(cfg, "GRPO config")
-        log.print(f"GRPO: {n_params:,} params | {cfg.prompts_per_step} prompts x {cfg.group_size} samples/step "
-                  f"({cfg.minibatches} updates of {cfg.prompts_per_step // cfg.minibatches} prompts, "
-                  f"{dist.world} process(es)) | pool {len(pool):,} prompts | reward {cfg.reward}"
-                  + (f" (alpha {cfg.alpha})" if cfg.reward == "process" else "")
-                  + f" | loss {cfg.loss_agg}-mean, adv {cfg.adv_norm}, clip {cfg.clip_eps}, kl {cfg.kl_coef} | "
-                  f"lr {cfg.lr:g} | {cfg.max_steps} steps | {'bf16' if use_bf16 else 'fp32'} on {device} | "
-                  f"~{fmt_count(nominal_step)} token-equivalents/step (SPEC §7, L={L})"
-                  + (f" | resuming at step {start_step}" if start_step else ""))
+        log.print(f"GRPO: {n_params:,} params | {describe(cfg, dist.world)} | pool {len(pool):,} prompts | "
+                  f"{'bf16' if use_bf16 else 'fp32'} on {device} | ~{fmt_count(nominal_step)} token-equivalents/step "
+                  f"(SPEC §7, L={L})" + (f" | resuming at step {start_step}" if start_step else ""))
 
     def run_eval(step):
         res = evaluate_policy(policy, tok, eval_records, cfg, autocast, seed=cfg.seed + 17)
@@ -577,28 +611,12 @@ def train(cfg: Config, dist) -> dict:
         t_step = time.time()
         pool_file = None
         if cfg.reselect_every and step % cfg.reselect_every == 0 and not (cfg.max_prompts and step):
-            full = fitting(datagen.load_problems(cfg.pool, cfg.pool_size, cfg.pool_seed, "rl"), tok, room,
-                           "pool prompts", log)
-            selected, _ = evaluate.select_edge(policy, tok, full, n=cfg.reselect_n, temperature=cfg.temperature,
-                                               max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + step,
-                                               autocast=autocast, sampler=cfg.sampler)
-            if selected:
-                pool = selected[:cfg.max_prompts or None]
-                stream = PromptStream(pool, cfg.seed + step)
-            if master:
-                log.print(f"step {step}: edge-of-competence pool has {len(selected)} of {len(full)} prompts"
-                          + ("" if selected else " -- keeping the previous pool")
-                          + (f"; scarce data: {len(pool)} kept for the whole run" if cfg.max_prompts else ""))
+            pool, stream = reselect(policy, tok, cfg, step, room, autocast, log, pool, stream)
         batch = stream.take(cfg.prompts_per_step)[dist.rank::dist.world]
         m = rl_step(policy, train_model, ref, optimizer, tok, batch, cfg, step, dist, autocast)
         episodes = m.pop("_episodes")
         if dist.ddp:
-            keys = sorted(k for k, v in m.items() if isinstance(v, (int, float)))
-            t = torch.tensor([float(m[k]) for k in keys], device=device)
-            torch.distributed.all_reduce(t)
-            m.update({k: float(v) / dist.world for k, v in zip(keys, t.tolist())})
-            m["rollout_tokens"] *= dist.world
-            m["seq_tokens"] *= dist.world
+            average_over_processes(m, dist)
         compute["rl_tokens_nominal"] += nominal_step
         compute["rl_tokens_actual"] += rl_token_cost(m["seq_tokens"], ref is not None)
         step_s = time.time() - t_step
@@ -611,8 +629,8 @@ def train(cfg: Config, dist) -> dict:
             if (step + 1) % cfg.log_every == 0 or step == start_step or step + 1 == cfg.max_steps:
                 log.print(step_line(step + 1, cfg.max_steps, reward=m["reward"], acc=m["answer_acc"],
                                     verified=m["verified"], hacked=m["hacked"], kl=m["kl"], clip=m["clip_frac"],
-                                    ent=m["entropy"], len=m["resp_len"], ms=step_s * 1000,
-                                    rollout=f"{m['rollout_share']:.0%} @ {fmt_count(m['rollout_tok_s'])} tok/s",
+                                    ent=m["entropy"], len=m["resp_len"], ms=step_s * 1000, rollout=(
+                                        f"{m['rollout_share']:.0%} @ {fmt_count(m['rollout_tok_s'])} tok/s"),
                                     eta=step_s * (cfg.max_steps - step - 1)))
         final = step + 1 == cfg.max_steps
         if (step + 1) % cfg.eval_every == 0 or final:
@@ -622,10 +640,9 @@ def train(cfg: Config, dist) -> dict:
                     for ep in episodes:
                         f.write(json.dumps({"step": step + 1, **ep}, ensure_ascii=False) + "\n")
         if master and ((step + 1) % cfg.ckpt_every == 0 or final):
-            if pool is not None and cfg.reselect_every:
+            if pool is not None and cfg.reselect_every:  # the selected pool: a resume starts from it
                 pool_file = out_dir / f"pool_step{step + 1:06d}.jsonl"
-                lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in pool)
-                atomic_write(pool_file, lambda f: f.write(lines), binary=False)
+                write_jsonl(pool_file, pool)
             state = {"model": policy.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                      "rng": rng_state(), "stream": [stream.epoch, stream.cursor], "stream_seed": stream.seed,
                      "config": asdict(cfg),

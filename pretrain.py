@@ -37,10 +37,10 @@ import datagen
 import model as model_lib
 import tokenizer as tok_lib
 from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
-                    ensure_final, fmt_count, fmt_duration, latest_checkpoint, load_checkpoint, load_json,
-                    make_optimizer, opt, parse_bands, peak_flops, plot_lines, print_config, read_log, require_positive,
-                    resume_changes, rng_state, run_info, run_main, save_json, save_step_checkpoint, seed_everything,
-                    set_rng_state, setup_dist, start_run_dir, step_line, truncate_logs, wrap_for_training)
+                    ensure_final, fmt_count, fmt_duration, load_checkpoint, load_json, make_optimizer, opt,
+                    parse_bands, peak_flops, plot_lines, print_config, read_log, require_positive, resume_checkpoint,
+                    rng_state, run_info, run_main, save_json, save_step_checkpoint, seed_everything, set_rng_state,
+                    setup_dist, start_run_dir, step_line, truncate_logs, wrap_for_training)
 
 
 @dataclass
@@ -303,16 +303,22 @@ def parse_model_args(text: str) -> dict:
     return out
 
 
-def build_model(cfg: Config, state: dict | None, resuming: bool = False):
-    """A fresh model from the preset, or a checkpoint's model and weights (mid-training, or resuming)."""
+def build_model(cfg: Config, state: dict | None, n_tokens: int, resuming: bool = False):
+    """A fresh model from the preset, or a checkpoint's model and weights (mid-training, or resuming), with an
+    embedding row for each of the tokenizer's `n_tokens`."""
     if state is not None:
         if cfg.model_args and not resuming:
             raise UserError("--model_args cannot change a model loaded with --init_from")
-        return model_lib.model_from_state(state)
-    mcfg = model_lib.config_from_preset(cfg.model, vocab_size=cfg.vocab_size, **parse_model_args(cfg.model_args))
-    if cfg.seq_len > mcfg.max_seq_len:
-        raise UserError(f"--seq_len={cfg.seq_len} is longer than the model's max_seq_len={mcfg.max_seq_len}")
-    return model_lib.Transformer(mcfg)
+        model = model_lib.model_from_state(state)
+    else:
+        mcfg = model_lib.config_from_preset(cfg.model, vocab_size=cfg.vocab_size, **parse_model_args(cfg.model_args))
+        if cfg.seq_len > mcfg.max_seq_len:
+            raise UserError(f"--seq_len={cfg.seq_len} is longer than the model's max_seq_len={mcfg.max_seq_len}")
+        model = model_lib.Transformer(mcfg)
+    if model.config.vocab_size < n_tokens:
+        raise UserError(f"the tokenizer has {n_tokens} tokens but the model only {model.config.vocab_size} "
+                        f"embedding rows; use a matching --vocab_size")
+    return model
 
 
 # Settings a resumed run may change; any other difference would make its losses differ from an uninterrupted run.
@@ -331,9 +337,8 @@ def main(cfg: Config) -> dict:
         cleanup_dist()
 
 
-def train(cfg: Config, dist) -> dict:
-    device, master = dist.device, dist.master
-    out_dir = Path(cfg.out_dir)
+def check_config(cfg: Config, world: int) -> tuple[int, int]:
+    """Bad settings fail before any data is built; returns (rows per step, micro-steps per step)."""
     require_positive(cfg, "max_steps", "micro_rows", "batch_tokens", "seq_len", "eval_every", "log_every",
                      "ckpt_every", "keep_last", "lr")
     if not (0 <= cfg.min_lr <= cfg.lr and 0 <= cfg.warmup_frac <= 1):
@@ -341,38 +346,55 @@ def train(cfg: Config, dist) -> dict:
                         f"{cfg.warmup_frac}")
     if cfg.loss_on not in ("all", "solution"):
         raise UserError(f"--loss_on must be all or solution, got {cfg.loss_on!r}")
-    parse_model_args(cfg.model_args)  # a typo fails now, not after the data is built
+    parse_model_args(cfg.model_args)
+    rows_per_step, rem = divmod(cfg.batch_tokens, cfg.seq_len)
+    accum, rem2 = divmod(rows_per_step, cfg.micro_rows * world)
+    if rem or rem2 or accum == 0:
+        per_pass = cfg.seq_len * cfg.micro_rows * world
+        raise UserError(f"--batch_tokens={cfg.batch_tokens} must be a multiple of seq_len * micro_rows * processes "
+                        f"= {cfg.seq_len} * {cfg.micro_rows} * {world} = {per_pass}")
+    return rows_per_step, accum
+
+
+def backward(model, tokens, lengths, cfg: Config, accum: int, dist, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of one optimizer step, in `accum` micro-batches of this process's rows: each token of the
+    global batch weighs 1 / (its token count), however the batch is split. Returns (summed token loss, token
+    count), both over the global batch."""
+    xs, ys, masks, docs = inputs_from_rows(tokens, lengths, cfg.doc_mask, cfg.loss_on)
+    n_valid = masks.sum().to(torch.float32)
+    if dist.ddp:  # every process divides by the token count of the whole global batch
+        torch.distributed.all_reduce(n_valid)
+    loss_sum = torch.zeros((), device=tokens.device)
+    for micro in range(accum):
+        sl = slice(micro * cfg.micro_rows, (micro + 1) * cfg.micro_rows)
+        x, y, mask, doc = xs[sl], ys[sl], masks[sl], None if docs is None else docs[sl]
+        sync = contextlib.nullcontext() if not dist.ddp or micro == accum - 1 else model.no_sync()
+        with sync, autocast:
+            _, loss = model(x, y, mask, doc_ids=doc)
+            part = loss * mask.sum()  # this micro-batch's summed token loss
+            # DDP averages gradients over processes; * world turns that back into a sum over the global batch
+            (part * dist.world / n_valid).backward()
+        loss_sum += part.detach()
+    if dist.ddp:
+        torch.distributed.all_reduce(loss_sum)
+    return loss_sum, n_valid
+
+
+def train(cfg: Config, dist) -> dict:
+    device, master = dist.device, dist.master
+    out_dir = Path(cfg.out_dir)
+    rows_per_step, accum = check_config(cfg, dist.world)
     check_out_dir(out_dir)
     if master:
         start_run_dir(out_dir, cfg.resume, cfg.overwrite)
     log = Logger(out_dir, enabled=master)
-    rows_per_step, rem = divmod(cfg.batch_tokens, cfg.seq_len)
-    accum, rem2 = divmod(rows_per_step, cfg.micro_rows * dist.world)
-    if rem or rem2 or accum == 0:
-        per_pass = cfg.seq_len * cfg.micro_rows * dist.world
-        raise UserError(f"--batch_tokens={cfg.batch_tokens} must be a multiple of seq_len * micro_rows * processes "
-                        f"= {cfg.seq_len} * {cfg.micro_rows} * {dist.world} = {per_pass}")
 
     # --- where we start: fresh, from an init checkpoint (mid-training), or resuming this run
-    resume_state = None
-    if cfg.resume:
-        path = latest_checkpoint(out_dir)
-        if path is None:
-            raise UserError(f"--resume: no checkpoint in {out_dir}; run without --resume to start it")
-        resume_state = load_checkpoint(path)
-        changed = resume_changes(resume_state["config"], cfg, RESUME_MAY_CHANGE)
-        if changed:
-            raise UserError(f"--resume: these settings differ from the run in {out_dir}: {changed}")
+    resume_state = resume_checkpoint(cfg, out_dir, RESUME_MAY_CHANGE) if cfg.resume else None
     init_state = load_checkpoint(cfg.init_from) if cfg.init_from and resume_state is None else None
     weights = resume_state or init_state  # where the model comes from (None: a fresh initialization)
 
-    data_dir, default_tok = data_paths(cfg)
-    tokenizer_path = Path(cfg.tokenizer) if cfg.tokenizer else \
-        Path(weights["tokenizer"]) if weights is not None and weights.get("tokenizer") else default_tok
-    if cfg.tokenizer and not tokenizer_path.exists():
-        raise UserError(f"--tokenizer {cfg.tokenizer!r} not found")
-    if weights is not None:  # the ids the weights were trained on: same tokenizer, by content
-        tok_lib.pinned_tokenizer(weights, tokenizer_path)
+    tokenizer_path = pick_tokenizer(cfg, weights)
     shard_dir, val_path = prepare_data(cfg, tokenizer_path, master)
     if dist.ddp:
         torch.distributed.barrier()
@@ -381,10 +403,7 @@ def train(cfg: Config, dist) -> dict:
     shards = tok_lib.PackedShards(shard_dir, tokenizer_hash=tok_hash, max_seq_len=cfg.seq_len)
 
     seed_everything(cfg.seed)
-    model = build_model(cfg, weights, resuming=resume_state is not None).to(device)
-    if model.config.vocab_size < tok.get_vocab_size():
-        raise UserError(f"the tokenizer has {tok.get_vocab_size()} tokens but the model only "
-                        f"{model.config.vocab_size} embedding rows; use a matching --vocab_size")
+    model = build_model(cfg, weights, tok.get_vocab_size(), resuming=resume_state is not None).to(device)
     optimizer = make_optimizer(model, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
     loader = RowLoader(shards, rows_per_step, cfg.seed, dist.rank, dist.world)
     start_step, tokens_seen, valid_seen = 0, 0, 0
@@ -411,12 +430,7 @@ def train(cfg: Config, dist) -> dict:
         save_json(out_dir / "config.json", {"config": asdict(cfg), "model": asdict(raw_model.config),
                                             "run": run_info(device), "tokenizer": str(tokenizer_path)})
         print_config(cfg, f"{stage} config")
-        epochs = cfg.max_steps * rows_per_step / len(shards)
-        log.print(f"{stage}: {n_params:,} params | {cfg.batch_tokens:,} tokens/step = {rows_per_step} rows x "
-                  f"{cfg.seq_len} ({cfg.micro_rows} rows x {accum} micro-steps x {dist.world} process(es)) | "
-                  f"{cfg.max_steps} steps = {fmt_count(cfg.max_steps * cfg.batch_tokens)} tokens "
-                  f"({epochs:.2f} epochs of {len(shards):,} rows, {shards.index['samples']:,} problems, "
-                  f"packing {shards.index['packing_efficiency']:.0%}) | "
+        log.print(f"{stage}: {n_params:,} params | {describe_batch(cfg, rows_per_step, accum, dist.world, shards)} | "
                   f"{'bf16' if use_bf16 else 'fp32'} on {device} | compile {cfg.compile} | seed {cfg.seed}"
                   + (f" | resuming at step {start_step}" if start_step else ""))
 
@@ -427,23 +441,7 @@ def train(cfg: Config, dist) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         tokens, lengths = loader.next_batch()
-        xs, ys, masks, docs = inputs_from_rows(tokens.to(device), lengths.to(device), cfg.doc_mask, cfg.loss_on)
-        n_valid = masks.sum().to(torch.float32)
-        if dist.ddp:  # every process divides by the token count of the whole global batch
-            torch.distributed.all_reduce(n_valid)
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(accum):
-            sl = slice(micro * cfg.micro_rows, (micro + 1) * cfg.micro_rows)
-            x, y, mask, doc = xs[sl], ys[sl], masks[sl], None if docs is None else docs[sl]
-            sync = contextlib.nullcontext() if not dist.ddp or micro == accum - 1 else model.no_sync()
-            with sync, autocast:
-                _, loss = model(x, y, mask, doc_ids=doc)
-                part = loss * mask.sum()  # this micro-batch's summed token loss
-                # DDP averages gradients over processes; * world turns that back into a sum over the global batch
-                (part * dist.world / n_valid).backward()
-            loss_sum += part.detach()
-        if dist.ddp:
-            torch.distributed.all_reduce(loss_sum)
+        loss_sum, n_valid = backward(model, tokens.to(device), lengths.to(device), cfg, accum, dist, autocast)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip or float("inf"))
         train_loss = (loss_sum / n_valid).item()
         check_finite(step + 1, out_dir, loss=train_loss, grad_norm=float(grad_norm))
@@ -490,14 +488,37 @@ def train(cfg: Config, dist) -> dict:
               "flops": 6 * n_params * tokens_seen, "seconds": time.time() - t0, "losses": [v for _, v in history],
               "out_dir": str(out_dir)}
     if master and history:
-        rows = read_log(out_dir / "metrics.jsonl")  # the whole run, also when it was resumed
-        plot_lines(out_dir / "loss.png", {"train loss": [(r["step"], r["loss"]) for r in rows if "loss" in r],
-                                          "val loss": [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]},
-                   xlabel="step",
-                   ylabel="loss (nats/token)", title=f"{stage}: {out_dir.name}", logy=True)
+        plot_loss(out_dir, stage)
         log.print(f"done: {cfg.max_steps} steps, {fmt_count(tokens_seen)} tokens in {fmt_duration(result['seconds'])} "
                   f"| final train loss {result['train_loss']:.4f} | val loss {result['val_loss']:.4f} | {out_dir}")
     return result
+
+
+def pick_tokenizer(cfg: Config, weights: dict | None) -> Path:
+    """--tokenizer, else the one the starting weights were trained with, else the data's default; the weights'
+    own must be the same by content (the ids they were trained on)."""
+    path = Path(cfg.tokenizer) if cfg.tokenizer else \
+        Path(weights["tokenizer"]) if weights is not None and weights.get("tokenizer") else data_paths(cfg)[1]
+    if cfg.tokenizer and not path.exists():
+        raise UserError(f"--tokenizer {cfg.tokenizer!r} not found")
+    if weights is not None:
+        tok_lib.pinned_tokenizer(weights, path)
+    return path
+
+
+def describe_batch(cfg: Config, rows_per_step: int, accum: int, world: int, shards) -> str:
+    epochs = cfg.max_steps * rows_per_step / len(shards)
+    return (f"{cfg.batch_tokens:,} tokens/step = {rows_per_step} rows x {cfg.seq_len} ({cfg.micro_rows} rows x "
+            f"{accum} micro-steps x {world} process(es)) | {cfg.max_steps} steps = "
+            f"{fmt_count(cfg.max_steps * cfg.batch_tokens)} tokens ({epochs:.2f} epochs of {len(shards):,} rows, "
+            f"{shards.index['samples']:,} problems, packing {shards.index['packing_efficiency']:.0%})")
+
+
+def plot_loss(out_dir: Path, stage: str) -> None:
+    rows = read_log(out_dir / "metrics.jsonl")  # the whole run, also when it was resumed
+    plot_lines(out_dir / "loss.png", {"train loss": [(r["step"], r["loss"]) for r in rows if "loss" in r],
+                                      "val loss": [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]},
+               xlabel="step", ylabel="loss (nats/token)", title=f"{stage}: {out_dir.name}", logy=True)
 
 
 if __name__ == "__main__":

@@ -1169,8 +1169,8 @@ def weak_verdict(learn: tuple, sat_all: int | None, sat_scarce: int | None, gap:
         return f"at step {step}" if step else "never"
 
     said = (f"RL on all prompts changes held-out edge pass@1 by {pct(learn[0])} (SE {pct(learn[1])}); train reward "
-            f"saturates (>= {c['saturated']:g}) {when(sat_all)} with all prompts and {when(sat_scarce)} with {scarce}; all prompts lead {scarce} on held-out edge pass@1 by "
-            f"{pct(gap[0])} (SE {pct(gap[1])})")
+            f"saturates (>= {c['saturated']:g}) {when(sat_all)} with all prompts and {when(sat_scarce)} with "
+            f"{scarce}; all prompts lead {scarce} on held-out edge pass@1 by {pct(gap[0])} (SE {pct(gap[1])})")
     if learn[1] != learn[1] or gap[1] != gap[1]:
         return None, said + " (no standard error)."
     if not (learn[0] > 0 and learn[0] >= c["learn_se"] * learn[1]):
@@ -1224,10 +1224,11 @@ def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
              "## Saturation: train reward against held-out accuracy", "",
              f"Saturation: the first RL step whose train reward, averaged over {REWARD_SMOOTHING} steps, reaches "
              f"{WEAK_CRITERIA['saturated']:g}. Held-out greedy verified: grpo's own evaluation, the share of held-out "
-             f"problems of the pool's ops solved with every step verified; Δ columns are paired over the edge band's problems against the base "
-             f"model (± SE).", "",
+             "problems of the pool's ops solved with every step verified; Δ columns are paired over the edge band's "
+             "problems against the base model (± SE).", "",
              markdown_table(["variant", "saturation step", "train reward (first → last step)",
-                             "held-out greedy verified (first → last eval)", "Δ edge pass@1", f"Δ edge pass@{n}"], rows),
+                             "held-out greedy verified (first → last eval)", "Δ edge pass@1", f"Δ edge pass@{n}"],
+                            rows),
              "", "![train reward against held-out accuracy](saturation.png)", "",
              verdict_line(*verdict)]
     return lines, {"pass_at_k": numbers, "faithfulness": faithful, "faithfulness_edge": faithful_edge,

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 import datagen
+import verifier
 from common import UserError
 
 CONTEXTS = datagen.load_contexts()
@@ -452,7 +453,6 @@ def test_scale_down_items_in_recipes():
 def test_sequential_letters():
     """`letters=sequential`: each new variable takes the next letter of LETTERS (wrapping), from a random start;
     the same problems as with random letters, and the verifier accepts every solution."""
-    import evaluate
     plain = list(datagen.generate("ops=2-15 contexts=zoo modes=forward,reverse", 200, seed=5))
     seq = list(datagen.generate("ops=2-15 contexts=zoo modes=forward,reverse letters=sequential", 200, seed=5))
     assert [r["id"] for r in plain] == [r["id"] for r in seq]
@@ -463,7 +463,7 @@ def test_sequential_letters():
         run = [s for s in used if {(s + j) % n for j in range(len(used))} == used]  # one run of consecutive letters
         assert len(run) == 1, rec["solution"]
         starts.add(run[0])
-        assert evaluate.verify(rec, " " + rec["solution"] + " </solution> <answer> " + str(rec["answer"])
+        assert verifier.verify(rec, " " + rec["solution"] + " </solution> <answer> " + str(rec["answer"])
                                + " </answer>")["verified"]
     assert len(starts) > 20
 

@@ -1,5 +1,5 @@
-"""Tests for evaluate.py: the safe evaluator, the completion parser against every gold graph, single-fault
-detection, robustness on garbage, the SPEC §5 reward table, pass@k against brute force, and breakdowns.
+"""Tests for verifier.py and evaluate.py: the safe evaluator, the completion parser against every gold graph,
+single-fault detection, robustness on garbage, the SPEC §5 reward table, pass@k against brute force, and breakdowns.
 CPU only, hermetic (the problems come from datagen with fixed seeds), a few seconds."""
 
 import itertools
@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 import datagen  # noqa: E402
 import evaluate as E  # noqa: E402
+import verifier as V  # noqa: E402
 
 ALL_OPS = f"ops={datagen.MIN_OP}-{datagen.MAX_OP} contexts=zoo,teachers,movies modes=forward:0.5,reverse:0.5"
 LETTER_TOKEN = re.compile(r"(?<![\w'])[A-Za-z](?![\w'])")  # as the parser defines a variable
@@ -55,8 +56,8 @@ def F(a, b):
     ("((((1))))", F(0, 1)), ("  5  ", F(0, 5)), ("999999999999", F(0, 999999999999)),
 ])
 def test_evaluator_values(text, form):
-    assert E.evaluate_linear(text) == form
-    assert all(type(c) is Fraction for c in E.evaluate_linear(text))
+    assert V.evaluate_linear(text) == form
+    assert all(type(c) is Fraction for c in V.evaluate_linear(text))
 
 
 @pytest.mark.parametrize("text", [
@@ -66,14 +67,14 @@ def test_evaluator_values(text, form):
     "1+" * 150 + "1", "(" * 60 + "1" + ")" * 60, "-" * 60 + "1", "(" * 10000 + "1" + ")" * 10000,
 ])
 def test_evaluator_rejects(text):
-    assert E.evaluate_linear(text) is None
+    assert V.evaluate_linear(text) is None
 
 
 def test_evaluator_limits_and_types():
-    assert E.evaluate_linear("(" * 40 + "1" + ")" * 40) == F(0, 1)  # within the depth limit
-    assert E.evaluate_linear("-" * 10 + "4") == F(0, 4)
+    assert V.evaluate_linear("(" * 40 + "1" + ")" * 40) == F(0, 1)  # within the depth limit
+    assert V.evaluate_linear("-" * 10 + "4") == F(0, 4)
     for bad in (None, 5, b"1 + 2", ["1"]):
-        assert E.evaluate_linear(bad) is None
+        assert V.evaluate_linear(bad) is None
 
 
 def _random_expr(rng, depth):
@@ -107,11 +108,11 @@ def test_evaluator_random_expressions():
     checked = 0
     for _ in range(3000):
         text, form = _random_expr(rng, 4)
-        if form is not None and len(text) <= E.MAX_EXPR_CHARS:
-            assert E.evaluate_linear(text) == form, text
+        if form is not None and len(text) <= V.MAX_EXPR_CHARS:
+            assert V.evaluate_linear(text) == form, text
             checked += 1
         elif form is None:
-            assert E.evaluate_linear(text) is None, text
+            assert V.evaluate_linear(text) is None, text
     assert checked > 1000
 
 
@@ -127,9 +128,9 @@ def test_memoised_forms_equal_the_evaluator():
 
 def _fresh_form_equals_evaluator(text):
     """_form_of on empty caches, checked against the parser; returns the form."""
-    E.clear_caches()
-    want = E.evaluate_linear(text)
-    got = E._form_of(text)
+    V.clear_caches()
+    want = V.evaluate_linear(text)
+    got = V._form_of(text)
     assert (got is None) == (want is None) and got == want, text
     return got
 
@@ -153,7 +154,7 @@ def test_evaluator_never_raises_on_fuzz():
     alphabet = "0123456789x+-*/() .=;aZ\u00e9\u0663"
     for _ in range(5000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
-        out = E.evaluate_linear(text)
+        out = V.evaluate_linear(text)
         assert out is None or (len(out) == 2 and all(type(c) is Fraction for c in out))
 
 
@@ -167,7 +168,7 @@ def test_no_eval_in_source():
 # The parser reproduces every gold graph
 
 def assert_parses_to_gold(rec, completion):
-    parsed = E.parse_completion(completion)
+    parsed = V.parse_completion(completion)
     nodes = rec["graph"]["nodes"]
     assert list(parsed.nodes) == [n["name"] for n in nodes]
     assert parsed.repeats == 0 and parsed.answer == rec["answer"] and parsed.format_ok
@@ -181,7 +182,7 @@ def assert_parses_to_gold(rec, completion):
         else:  # the stated form, evaluated at the true x, is the node's true value
             assert a * x_value + b == n["value"]
             assert a != 0 or n["name"] != rec["graph"]["unknown"]
-    res = E.verify(rec, completion)
+    res = V.verify(rec, completion)
     assert res["verified"] and res["answer_correct"] and res["format_ok"] and not res["hacked"]
     assert res["process_acc"] == 1.0 and res["extra"] == 0 and res["n_gold"] == len(nodes)
     assert res["value_mismatch"] == res["dep_mismatch"] == res["missing"] == 0
@@ -200,7 +201,7 @@ def test_gold_reproduces_and_renamed_letters(records):
     rng = random.Random(7)
     renamed_differs = 0
     for rec in records:
-        gold = assert_parses_to_gold(rec, E.gold_completion(rec))
+        gold = assert_parses_to_gold(rec, V.gold_completion(rec))
         sol = rename_letters(rec["solution"], rng, keep_x=rec["mode"] == "reverse")
         renamed_differs += sol != rec["solution"]
         again = assert_parses_to_gold(rec, with_solution(rec, sol))
@@ -212,13 +213,13 @@ def test_gold_reproduces_and_renamed_letters(records):
 def test_gold_forms_match_the_generator(records):
     """Reverse mode: the gold forms recomputed from the graph are exactly the forms the solution states."""
     for rec in records[:500]:
-        gold = E.gold_of(rec)
-        parsed = E.parse_completion(E.gold_completion(rec))
+        gold = V.gold_of(rec)
+        parsed = V.parse_completion(V.gold_completion(rec))
         assert [(name, form) for name, _, form in gold.nodes] == [(k, v.value) for k, v in parsed.nodes.items()]
 
 
 def test_verify_result_is_flat_json(records):
-    res = E.verify(records[0], E.gold_completion(records[0]))
+    res = V.verify(records[0], V.gold_completion(records[0]))
     assert set(res) >= {"answer_correct", "verified", "process_acc", "value_mismatch", "dep_mismatch", "missing",
                         "extra", "hacked", "format_ok", "n_gold", "answer"}
     assert all(v is None or isinstance(v, (bool, int, float, str)) for v in res.values())
@@ -293,33 +294,33 @@ def test_single_corruptions_are_detected(records):
     swapped = 0
     for rec in records[:800]:
         # one stated value changed
-        r = E.verify(rec, with_solution(rec, corrupt_value(rec, rng)))
+        r = V.verify(rec, with_solution(rec, corrupt_value(rec, rng)))
         assert not r["verified"] and r["value_mismatch"] >= 1 and r["missing"] == 0 and r["dep_mismatch"] == 0
         assert r["answer_correct"] and r["hacked"] and r["process_acc"] < 1
         # a step dropped
-        r = E.verify(rec, with_solution(rec, drop_step(rec, rng)))
+        r = V.verify(rec, with_solution(rec, drop_step(rec, rng)))
         assert not r["verified"] and r["missing"] >= 1 and r["process_acc"] < 1
         # a parent swapped for another quantity
         sol, value_too = swap_parent(rec, rng)
         if sol is not None:
             swapped += 1
-            r = E.verify(rec, with_solution(rec, sol))
+            r = V.verify(rec, with_solution(rec, sol))
             assert not r["verified"] and r["dep_mismatch"] >= 1, sol
             assert r["missing"] == 0 and (value_too or r["value_mismatch"] == 0)
         # the answer changed
-        r = E.verify(rec, with_solution(rec, rec["solution"], answer=rec["answer"] + 1))
+        r = V.verify(rec, with_solution(rec, rec["solution"], answer=rec["answer"] + 1))
         assert not r["answer_correct"] and not r["verified"] and not r["hacked"] and r["process_acc"] == 1
         assert r["format_ok"] and r["answer"] == rec["answer"] + 1
         # the answer tags removed (or broken)
         for bad in (f" {rec['solution']} </solution>", f" {rec['solution']} </solution> {rec['answer']}",
                     f" {rec['solution']} </solution> <answer> {rec['answer']}",
                     f" {rec['solution']} </solution> <answer> {rec['answer']}.0 </answer>"):
-            r = E.verify(rec, bad)
+            r = V.verify(rec, bad)
             assert not r["format_ok"] and not r["verified"] and r["answer"] is None
         # without </solution> the answer still counts (verified does not depend on format_ok), the format not
-        r = E.verify(rec, f" {rec['solution']} <answer> {rec['answer']} </answer>")
+        r = V.verify(rec, f" {rec['solution']} <answer> {rec['answer']} </answer>")
         assert not r["format_ok"] and r["verified"]
-        r = E.verify(rec, f" {rec['solution']} </solution>")
+        r = V.verify(rec, f" {rec['solution']} </solution>")
         assert r["answer"] is None and not r["answer_correct"] and r["process_acc"] == 1
     assert swapped > 700
 
@@ -411,29 +412,29 @@ def test_contradicting_statements_are_not_verified(records):
         reverse = rec["mode"] == "reverse" and rec["graph"]["unknown"] is not None
         seen["reverse" if reverse else "forward"] += 1
         # 1. a gold quantity Defined again with another value
-        r = E.verify(rec, with_solution(rec, restate_step(rec, rng, wrong=True)))
+        r = V.verify(rec, with_solution(rec, restate_step(rec, rng, wrong=True)))
         assert not r["verified"] and r["contradiction"] == 1 and r["hacked"], rec["solution"]
-        assert E.reward(r, "strict") == 0 and E.reward(r, "process") < 1
+        assert V.reward(r, "strict") == 0 and V.reward(r, "process") < 1
         # ... and Defined again consistently: allowed (an extra node)
-        r = E.verify(rec, with_solution(rec, restate_step(rec, rng, wrong=False)))
+        r = V.verify(rec, with_solution(rec, restate_step(rec, rng, wrong=False)))
         assert r["verified"] and r["contradiction"] == 0 and r["extra"] == 1
         # 4. a step assigns its variable twice, once from a quantity that is not its parent
         for wrong_first in (True, False):
-            r = E.verify(rec, with_solution(rec, restate_clause(rec, rng, wrong_first)))
+            r = V.verify(rec, with_solution(rec, restate_clause(rec, rng, wrong_first)))
             assert not r["verified"] and r["contradiction"] == 1 and r["dep_mismatch"] == wrong_first
         # a valid re-ordering of the steps
         sol = reorder_steps(rec, rng)
         if sol is not None:
-            assert E.verify(rec, with_solution(rec, sol))["verified"], sol
+            assert V.verify(rec, with_solution(rec, sol))["verified"], sol
         if reverse:
             # 2. the unknown solved to another value, the answer right
-            r = E.verify(rec, with_solution(rec, missolve(rec)))
+            r = V.verify(rec, with_solution(rec, missolve(rec)))
             assert not r["verified"] and r["bad_solve"] >= 1 and r["hacked"] and r["process_acc"] == 1
             # 3. the given value misquoted
-            r = E.verify(rec, with_solution(rec, misquote_given(rec)))
+            r = V.verify(rec, with_solution(rec, misquote_given(rec)))
             assert not r["verified"] and r["bad_given"] == 1 and r["hacked"] and r["process_acc"] == 1
             # no closing at all: the steps do not reach the answer
-            r = E.verify(rec, with_solution(rec, split_closing(rec["solution"])[0]))
+            r = V.verify(rec, with_solution(rec, split_closing(rec["solution"])[0]))
             assert not r["verified"] and r["bad_solve"] == 1 and r["bad_given"] == 1
     assert seen["forward"] > 500 and seen["reverse"] > 500
 
@@ -443,7 +444,7 @@ def test_contradicting_statements_are_not_verified(records):
 
 def check_fast(rec, text, limit=0.5):
     t = time.perf_counter()
-    r = E.verify(rec, text)
+    r = V.verify(rec, text)
     dt = time.perf_counter() - t
     assert dt < limit, (dt, text[:80])
     json.dumps(r)
@@ -463,12 +464,12 @@ def test_random_garbage(records):
         uni = uni.encode("utf-8", errors="ignore").decode("utf-8")
         assert not check_fast(rec, uni)["verified"]
         assert not check_fast(rec, "".join(rng.choice(pieces) for _ in range(rng.randint(0, 300))))["verified"]
-    assert E.parse_completion(None).nodes == {}
+    assert V.parse_completion(None).nodes == {}
 
 
 def test_truncated_completions(records):
     for rec in records[:6]:
-        full = E.gold_completion(rec)
+        full = V.gold_completion(rec)
         for i in range(len(full) + 1):
             r = check_fast(rec, full[:i])
             assert r["verified"] == (i == len(full))
@@ -494,7 +495,7 @@ def test_pathological_inputs(records):
     for text in inputs:
         r = check_fast(rec, text)
         assert not r["verified"]
-    huge = E.parse_completion(f"Define {name} as p; so p = 99999999999999999999999. </solution> "
+    huge = V.parse_completion(f"Define {name} as p; so p = 99999999999999999999999. </solution> "
                               f"<answer> 1{'0' * 40} </answer>")
     assert huge.nodes[name].value is None and huge.answer is None
 
@@ -506,13 +507,13 @@ def test_repeated_defines(records):
     assert r["extra"] == 999 and r["missing"] == 2 and not r["verified"] and r["hacked"]
     # a repeat changes nothing: the first Define is the node; repeats count as extra, which is allowed
     r = check_fast(rec, " " + SPEC_SOLUTION + " " + line * 1000 + "</solution> <answer> 7 </answer>")
-    assert r["verified"] and r["extra"] == 1000 and E.reward(r, "strict") == 0
+    assert r["verified"] and r["extra"] == 1000 and V.reward(r, "strict") == 0
     wrong_repeat = SPEC_SOLUTION.replace("so p = 2.", "so p = 2. Define adult parrot in South Zoo as p; so p = 3.")
-    r = E.verify(rec, with_solution(rec, wrong_repeat))
+    r = V.verify(rec, with_solution(rec, wrong_repeat))
     assert r["value_mismatch"] == 0 and r["extra"] == 1 and r["contradiction"] == 1 and not r["verified"]
-    assert r["hacked"] and E.reward(r, "strict") == 0 and E.process_penalty(r) == 2
+    assert r["hacked"] and V.reward(r, "strict") == 0 and V.process_penalty(r) == 2
     # a repeat with no assignment asserts nothing new
-    r = E.verify(rec, with_solution(rec, SPEC_SOLUTION + " Define adult parrot in South Zoo as Q;"))
+    r = V.verify(rec, with_solution(rec, SPEC_SOLUTION + " Define adult parrot in South Zoo as Q;"))
     assert r["verified"] and r["contradiction"] == 0 and r["extra"] == 1
 
 
@@ -523,23 +524,23 @@ def test_letters_inside_words_and_unresolved_letters():
     rec = spec_record()
     # "a" inside words, "t" of "don't": not variables. An unresolved letter makes the parent set wrong.
     sol = SPEC_SOLUTION.replace("so g = p + q", "so g = p + q + z - z")
-    r = E.verify(rec, with_solution(rec, sol))
+    r = V.verify(rec, with_solution(rec, sol))
     assert r["dep_mismatch"] == 1 and r["value_mismatch"] == 0 and not r["verified"]
     sol = SPEC_SOLUTION.replace("so p = 2.", "so p = 2. We don't know a thing, so exists = 3.")
-    assert E.verify(rec, with_solution(rec, sol))["verified"]
+    assert V.verify(rec, with_solution(rec, sol))["verified"]
     # a self-reference is wrong
     sol = SPEC_SOLUTION.replace("so p = 2.", "so p = p - p + 2 = 2.")
-    r = E.verify(rec, with_solution(rec, sol))
+    r = V.verify(rec, with_solution(rec, sol))
     assert r["dep_mismatch"] == 1 and not r["verified"]
 
 
 def test_assignments_to_other_letters_do_not_change_the_step():
     rec = spec_record()
     sol = SPEC_SOLUTION.replace("so p = 2.", "so p = 2; Y = 12; so x = 4.")
-    assert E.verify(rec, with_solution(rec, sol))["verified"]
+    assert V.verify(rec, with_solution(rec, sol))["verified"]
     # a quote of a quantity must be its true value (forward mode: every gold value is known)
     for quote, bad in (("We know g = 7", 0), ("We know g = 9", 1), ("We know z = 9", 1)):
-        r = E.verify(rec, with_solution(rec, SPEC_SOLUTION + f" {quote}, so x = 4."))
+        r = V.verify(rec, with_solution(rec, SPEC_SOLUTION + f" {quote}, so x = 4."))
         assert r["bad_given"] == bad and r["verified"] == (not bad) and r["bad_solve"] == 0
 
 
@@ -555,7 +556,7 @@ def test_one_rule_for_repeated_assignments():
             ("so q = 3 + Y", "so q = p + 3 = 5; so q = 3 + Y", 0, 0),  # the same parent, directly
             ("so q = 3 + Y", "so q = g + 3 = 5; so q = 3 + Y", 0, 1),  # another parent first
             ("so q = 3 + Y = 3 + 2 = 5.", "so q = 3 + Y = 3 + 2 = 5; so q = g = 5.", 0, 1)):
-        r = E.verify(rec, with_solution(rec, SPEC_SOLUTION.replace(before, after)))
+        r = V.verify(rec, with_solution(rec, SPEC_SOLUTION.replace(before, after)))
         assert (r["value_mismatch"], r["contradiction"]) == (value_mm, contradiction), after
         assert r["verified"] == (not value_mm and not contradiction), after
 
@@ -563,30 +564,30 @@ def test_one_rule_for_repeated_assignments():
 def test_whitespace_in_names_and_solution_end():
     rec = spec_record()
     sol = SPEC_SOLUTION.replace("Define adult parrot in South Zoo as p", "Define adult  parrot in\nSouth Zoo as p")
-    assert E.verify(rec, with_solution(rec, sol))["verified"]
+    assert V.verify(rec, with_solution(rec, sol))["verified"]
     # steps after </solution> do not count
-    r = E.verify(rec, " Define adult parrot in South Zoo as p; so p = 2. </solution> " + SPEC_SOLUTION +
+    r = V.verify(rec, " Define adult parrot in South Zoo as p; so p = 2. </solution> " + SPEC_SOLUTION +
                  " <answer> 7 </answer>")
     assert r["missing"] == 2 and not r["format_ok"]
 
 
 def test_reverse_mode_forms():
     rec = next(r for r in datagen.generate("ops=6 modes=reverse", n=50, seed=3) if r["graph"]["unknown"])
-    res = E.verify(rec, E.gold_completion(rec))
+    res = V.verify(rec, V.gold_completion(rec))
     assert res["verified"]
     # stating the unknown's true value instead of x is a value mismatch
     unknown = rec["graph"]["unknown"]
     xval = next(n["value"] for n in rec["graph"]["nodes"] if n["name"] == unknown)
     sol = rec["solution"].replace("as x; we don't know its value yet.", f"as x; so x = {xval}.")
-    r = E.verify(rec, with_solution(rec, sol))
+    r = V.verify(rec, with_solution(rec, sol))
     assert r["value_mismatch"] >= 1 and not r["verified"] and r["hacked"]
 
 
 def test_pseudo_label_answer(records):
     rec = records[1]
-    comp = E.gold_completion(rec)
-    assert not E.verify(rec, comp, gold_answer=rec["answer"] + 1)["answer_correct"]
-    assert E.verify(rec, comp)["verified"]  # the cached gold does not keep the pseudo-label
+    comp = V.gold_completion(rec)
+    assert not V.verify(rec, comp, gold_answer=rec["answer"] + 1)["answer_correct"]
+    assert V.verify(rec, comp)["verified"]  # the cached gold does not keep the pseudo-label
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -632,27 +633,27 @@ def test_spec_record_is_consistent():
 ])
 def test_spec_reward_table(case, solution, answer, acc, verified, process, strict):
     rec = spec_record()
-    r = E.verify(rec, f" {solution} </solution> <answer> {answer} </answer>[EOS]")
+    r = V.verify(rec, f" {solution} </solution> <answer> {answer} </answer>[EOS]")
     assert round(r["process_acc"], 3) == acc, case
     assert r["verified"] == verified, case
-    assert round(E.reward(r, "process", alpha=0.2), 3) == process, case
-    assert E.reward(r, "strict") == strict, case
-    assert E.reward(r, "outcome") == (1.0 if answer == 7 else 0.0)
+    assert round(V.reward(r, "process", alpha=0.2), 3) == process, case
+    assert V.reward(r, "strict") == strict, case
+    assert V.reward(r, "outcome") == (1.0 if answer == 7 else 0.0)
 
 
 def test_names_matter_letters_do_not():
-    assert [v.var for v in E.parse_completion(" " + SPEC_RENAMED).nodes.values()] == ["a", "b", "c"]
-    r = E.verify(spec_record(), " " + SPEC_SOLUTION.replace("parrot", "Parrot") + " </solution> <answer> 7 </answer>")
+    assert [v.var for v in V.parse_completion(" " + SPEC_RENAMED).nodes.values()] == ["a", "b", "c"]
+    r = V.verify(spec_record(), " " + SPEC_SOLUTION.replace("parrot", "Parrot") + " </solution> <answer> 7 </answer>")
     assert r["missing"] == 1 and r["extra"] == 1 and not r["verified"]
 
 
 def test_reward_options():
-    r = E.verify(spec_record(), with_solution(spec_record(), SPEC_SOLUTION.replace("3 + 2 = 5", "3 + 2 = 6")))
-    assert E.reward(r, "process", alpha=0.5) == pytest.approx(0.5 + 0.5 * 2 / 3)
-    assert E.process_penalty(r) == 1
+    r = V.verify(spec_record(), with_solution(spec_record(), SPEC_SOLUTION.replace("3 + 2 = 5", "3 + 2 = 6")))
+    assert V.reward(r, "process", alpha=0.5) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert V.process_penalty(r) == 1
     with pytest.raises(ValueError):
-        E.reward(r, "bogus")
-    assert set(E.REWARD_KINDS) == {"outcome", "process", "strict"}
+        V.reward(r, "bogus")
+    assert set(V.REWARD_KINDS) == {"outcome", "process", "strict"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -713,8 +714,8 @@ def test_summaries(records):
     recs = records[:40]
     for rec in recs:
         for _ in range(4):
-            comp = E.gold_completion(rec) if rng.random() < 0.5 else with_solution(rec, drop_step(rec, rng))
-            results.append(E.verify(rec, comp))
+            comp = V.gold_completion(rec) if rng.random() < 0.5 else with_solution(rec, drop_step(rec, rng))
+            results.append(V.verify(rec, comp))
     for by in E.GROUP_BYS:
         table = E.summarize(results, by=by)
         assert sum(row["samples"] for row in table.values()) == len(results)

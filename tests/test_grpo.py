@@ -15,6 +15,7 @@ import torch
 import common
 import datagen
 import evaluate
+import verifier
 import grpo
 import model as model_lib
 import sampler as sampler_lib
@@ -540,4 +541,4 @@ def test_reward_noise_flips_and_reward_kinds():
     assert half[0] == half[1] != half[2] and 0 < sum(a != b for a, b in zip(half[0], clean * 16)) < 64
     process = grpo.score_group(records, completions, reward_cfg(reward="process", alpha=0.5), random.Random(0))
     assert [r["reward"] for r in process] == [1.0, 0.0, 1.0, 0.0]
-    assert evaluate.reward(process[0], "process", 0.5) == 1.0
+    assert verifier.reward(process[0], "process", 0.5) == 1.0
