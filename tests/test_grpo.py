@@ -4,6 +4,7 @@ advantages, a tiny run that learns, exact resume, config errors and the reward v
 import contextlib
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -224,7 +225,7 @@ def test_one_micro_batch_equals_many(micro):
     base = model_lib.model_from_state(state)
     ref = model_lib.model_from_state(state).eval()
     first_grads = {}
-    for agg in ("token", "seq", "constant"):
+    for agg in grpo.LOSS_AGG:  # every aggregation, one added to the table included
         runs = []
         for micro_rows in (8, 3, 1):
             policy = copy.deepcopy(base)
@@ -248,7 +249,7 @@ def test_one_micro_batch_equals_many(micro):
             for a, b in zip(p0, params):
                 torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)  # one float32 ulp at |w| ~ 1
         first_grads[agg] = g0[0]
-    for x, y in [("token", "seq"), ("token", "constant"), ("seq", "constant")]:  # the test tells them apart
+    for x, y in itertools.combinations(grpo.LOSS_AGG, 2):  # the test tells them apart
         assert any(not torch.allclose(a, b, rtol=1e-3, atol=0) for a, b in zip(first_grads[x], first_grads[y]))
 
 
