@@ -143,7 +143,7 @@ RL_HEADER = ["trial", "what it tests", "step", "edge pool (prompts, first → la
              "edge pass@K", "Δ pass@K (SE)", "ID pass@K"]
 
 
-def rl_jobs(ctx: study.Context, trial: RLTrial) -> tuple[study.Job, list[tuple[int | None, study.Job]]]:
+def rl_jobs(ctx: study.StudyContext, trial: RLTrial) -> tuple[study.Job, list[tuple[int | None, study.Job]]]:
     """The trial's RL job (the edge study's own run where the settings are its) and its evaluations: (step, job),
     step None for the final checkpoint."""
     base = ctx.base().name
@@ -163,7 +163,7 @@ def rl_jobs(ctx: study.Context, trial: RLTrial) -> tuple[study.Job, list[tuple[i
     return job, evals
 
 
-def rl_row(ctx: study.Context, trial: RLTrial, job: study.Job, step: int | None, ev: study.Job) -> list:
+def rl_row(ctx: study.StudyContext, trial: RLTrial, job: study.Job, step: int | None, ev: study.Job) -> list:
     """One row of RL_HEADER: the run's log up to `step` and its evaluation against the base model's, paired over
     the edge band's problems."""
     n, (lo, hi), id_band = ctx.sc.eval_n, ctx.bands["edge"], ctx.bands["ID"]
@@ -189,7 +189,7 @@ def rl_row(ctx: study.Context, trial: RLTrial, job: study.Job, step: int | None,
 def run_rl_sweep(cfg: Config, device) -> Path:
     """RL trials from the scale's own base model (runs/<scale>/base, the edge study's), evaluated as the study
     evaluates; the table goes to reports/calibration-<scale>/rl.md, its rows kept in rl_rows.json."""
-    ctx = study.Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers, cfg.train_procs)
+    ctx = study.StudyContext(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers, cfg.train_procs)
     trials = RL_TRIALS[cfg.scale]
     with study.runs_lock(ctx.dir):
         ctx.ensure_tokenizer()
@@ -219,9 +219,9 @@ def run_rl_sweep(cfg: Config, device) -> Path:
     return out
 
 
-def trial_context(scale: str, trial: Trial, runs_dir: str, workers: int, train_procs: int = 1) -> study.Context:
+def trial_context(scale: str, trial: Trial, runs_dir: str, workers: int, train_procs: int = 1) -> study.StudyContext:
     """A study context whose scale is the trial's, in runs_dir/calibration-<scale>/<trial>/, sharing one tokenizer."""
-    ctx = study.Context(scale, runs_dir, "reports", workers, train_procs)
+    ctx = study.StudyContext(scale, runs_dir, "reports", workers, train_procs)
     ctx.sc = dataclasses.replace(ctx.sc, **trial.scale, pretrain={**ctx.sc.pretrain, **trial.pretrain})
     ctx.bands = dict(ctx.sc.bands)
     if not trial.study_runs:
@@ -234,7 +234,7 @@ HEADER = ["trial", "what it tests", "model", "tokens", "recipe", "doc mask", "lo
           "verified pass@1", "verified pass@K", "steps written / needed (mean; in and above ID)", "bands"]
 
 
-def trial_row(ctx: study.Context, trial: Trial) -> list | None:
+def trial_row(ctx: study.StudyContext, trial: Trial) -> list | None:
     """The trial's row of the table (HEADER), or None while its ladder is not evaluated."""
     base_dir = ctx.run_dir("base")
     if not (ctx.run_dir(ctx.ladder_job().name) / "results.json").exists():

@@ -127,8 +127,9 @@ SCALES = {
 }
 
 
-def ops(rng: tuple) -> str:
-    return f"{rng[0]}-{rng[1]}"
+def ops(op_range: tuple) -> str:
+    """(lo, hi) -> "lo-hi", as recipes and reports write an op range."""
+    return f"{op_range[0]}-{op_range[1]}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ class Plan:
         return job.name
 
 
-class Context:
+class StudyContext:
     """Paths and shared settings of one (scale, runs folder)."""
 
     def __init__(self, scale_name: str, runs_dir: str, reports_dir: str, workers: int, train_procs: int = 1):
@@ -332,7 +333,7 @@ class Context:
 # ----------------------------------------------------------------------------------------------------------------
 # Studies: which jobs each finding needs
 
-def plan_edge(ctx: Context, plan: Plan) -> None:
+def plan_edge(ctx: StudyContext, plan: Plan) -> None:
     """F1: base vs RL on four pools (top of ID, mixed, edge, far beyond; those of `edge_pools`), evaluated on every
     band; the edge pool with `rl_seeds` seeds (and filtered to the model's edge where `edge_reselect` is set)."""
     sc = ctx.sc
@@ -348,7 +349,7 @@ def plan_edge(ctx: Context, plan: Plan) -> None:
             plan.evals[f"RL {pool} ({ops(rng)}){tag}"] = plan.add(ctx.eval(job, evalset, sc.eval_n, ctx.bands))
 
 
-def pool_rl_job(ctx: Context, base: Job, pool: str, seed: int = 0) -> Job:
+def pool_rl_job(ctx: StudyContext, base: Job, pool: str, seed: int = 0) -> Job:
     """RL from the base model on one of the edge study's pools; crossover and weak_supervision reuse the edge
     pool's seed-0 run."""
     rng, tag = ctx.pools[pool], f" seed {seed}" if seed else ""
@@ -356,7 +357,7 @@ def pool_rl_job(ctx: Context, base: Job, pool: str, seed: int = 0) -> Job:
                     note=f"RL on op {ops(rng)} ({pool} pool){tag}", **edge_filter(ctx, pool))
 
 
-def edge_variant(ctx: Context, base: Job, prefix: str, label: str, note: str, **settings) -> Job:
+def edge_variant(ctx: StudyContext, base: Job, prefix: str, label: str, note: str, **settings) -> Job:
     """RL on the edge pool with some settings changed, named prefix + label; where the settings are the scale's
     own, the edge study's run itself (one job, one name)."""
     name = prefix + "".join(c for c in label if c.isalnum())
@@ -365,12 +366,12 @@ def edge_variant(ctx: Context, base: Job, prefix: str, label: str, note: str, **
     return edge_run if job.config == edge_run.config else job
 
 
-def edge_filter(ctx: Context, pool: str = "edge") -> dict:
+def edge_filter(ctx: StudyContext, pool: str = "edge") -> dict:
     """The edge pool is filtered to the model's edge where the scale sets `edge_reselect` (every RL run on it)."""
     return dict(reselect_every=ctx.sc.edge_reselect) if pool == "edge" and ctx.sc.edge_reselect else {}
 
 
-def plan_crossover(ctx: Context, plan: Plan) -> None:
+def plan_crossover(ctx: StudyContext, plan: Plan) -> None:
     """Yue et al.: the same base and RL-on-edge models as `edge`, sampled many more times."""
     sc = ctx.sc
     base = plan.add(ctx.base())
@@ -381,7 +382,7 @@ def plan_crossover(ctx: Context, plan: Plan) -> None:
     plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, ctx.bands, suffix))
 
 
-def side_steps(ctx: Context) -> dict:
+def side_steps(ctx: StudyContext) -> dict:
     """Pre-training length of the context and pretrain_exposure studies' own base models (`Scale.side_steps`)."""
     return dict(max_steps=ctx.sc.side_steps) if ctx.sc.side_steps else {}
 
@@ -389,7 +390,7 @@ def side_steps(ctx: Context) -> dict:
 CONTEXT_EXPOSURES = (0, 0.1, 1, 10)  # % of pre-training data in context B (teachers), at its lowest op only
 
 
-def plan_context(ctx: Context, plan: Plan) -> None:
+def plan_context(ctx: StudyContext, plan: Plan) -> None:
     """F2: context B seen at 0 / 0.1 / 1 / 10 % (lowest op only) in pre-training, then RL on 50% A / 50% B.
     The precondition is checked on the 0 % base model: it solves A in range, and B barely above op `lo`."""
     lo, hi = ctx.sc.context_ops
@@ -420,7 +421,7 @@ def rl_step_tokens(conf: dict, prompt_len: int) -> float:
     return grpo.rl_token_cost(seq_tokens, conf["kl_coef"] > 0)
 
 
-def plan_midtrain(ctx: Context, plan: Plan) -> None:
+def plan_midtrain(ctx: StudyContext, plan: Plan) -> None:
     """F3: one compute budget T split as mid-training (1 - beta) T + RL beta T, beta in MID_BETAS."""
     sc = ctx.sc
     base = plan.add(ctx.base())
@@ -458,7 +459,7 @@ PROCESS_VARIANTS = {"outcome": dict(reward="outcome"), "process a=0.2": dict(rew
                     "process a=0.5": dict(reward="process", alpha=0.5), "strict": dict(reward="strict")}
 
 
-def plan_process_reward(ctx: Context, plan: Plan) -> None:
+def plan_process_reward(ctx: StudyContext, plan: Plan) -> None:
     """F4: RL on the edge pool with outcome, process (alpha 0.2 / 0.5) and strict rewards."""
     sc = ctx.sc
     base = plan.add(ctx.base())
@@ -472,7 +473,7 @@ def plan_process_reward(ctx: Context, plan: Plan) -> None:
 HARD_SHARES = (0, 20, 50, 100)  # % of pre-training on the upper third of the ID range (appendix A.7)
 
 
-def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
+def plan_pretrain_exposure(ctx: StudyContext, plan: Plan) -> None:
     sc = ctx.sc
     lo, hi = ctx.bands["ID"]
     cut = hi - max(1, (hi - lo + 1) // 3) + 1  # the upper range, e.g. op 8-10 of 2-10
@@ -487,7 +488,7 @@ def plan_pretrain_exposure(ctx: Context, plan: Plan) -> None:
         plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, ctx.bands))
 
 
-def plan_weak_supervision(ctx: Context, plan: Plan) -> None:
+def plan_weak_supervision(ctx: StudyContext, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
@@ -518,7 +519,7 @@ OUTPUT_NEUTRAL = ("resume", "overwrite", "device", "workers")  # settings that n
 SCRIPTS = {"pretrain": pretrain, "grpo": grpo, "eval": evaluate}  # the script that runs each kind of job
 
 
-def run_job(ctx: Context, job: Job, device: str) -> float:
+def run_job(ctx: StudyContext, job: Job, device: str) -> float:
     """Run one job unless its output exists; returns the seconds it took (when reused: as recorded, else 0)."""
     out = ctx.run_dir(job.name)
     spec_path = out / "job.json"
@@ -589,7 +590,7 @@ def job_command(job: Job, out: Path) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading results back
 
-def load_eval(ctx: Context, job_name: str) -> tuple[dict, list[dict]]:
+def load_eval(ctx: StudyContext, job_name: str) -> tuple[dict, list[dict]]:
     """(the evaluation report of that job's one checkpoint, its per-sample verdicts). A report reads each job many
     times, so the files are parsed once per version (a re-run evaluation has a new results.json)."""
     out = ctx.run_dir(job_name)
@@ -603,13 +604,13 @@ def _read_eval(out: Path, _version: int) -> tuple[dict, list[dict]]:
         return rep, [json.loads(line) for line in f]
 
 
-def eval_results(ctx: Context, job_name: str) -> tuple[dict, dict]:
+def eval_results(ctx: StudyContext, job_name: str) -> tuple[dict, dict]:
     """(the evaluation report of that job's one checkpoint, per-problem counts {id: {op, n, c_answer, c_verified}})."""
     rep, rows = load_eval(ctx, job_name)
     return rep, evaluate.per_problem(rows)
 
 
-def sample_profile(ctx: Context, job_name: str, lo: int, hi: int) -> dict:
+def sample_profile(ctx: StudyContext, job_name: str, lo: int, hi: int) -> dict:
     """What the samples on op lo..hi look like: shares answer-right / verified / hacked, and how many steps the
     model wrote against how many the gold graph has (a model that never saw longer problems stops early)."""
     rows = [r for r in load_eval(ctx, job_name)[1] if lo <= r["op"] <= hi]
@@ -620,7 +621,7 @@ def sample_profile(ctx: Context, job_name: str, lo: int, hi: int) -> dict:
             "steps_written": share(lambda r: r["n_pred"]), "steps_needed": share(lambda r: r["n_gold"])}
 
 
-def profile_table(ctx: Context, plan: Plan) -> tuple[str, dict]:
+def profile_table(ctx: StudyContext, plan: Plan) -> tuple[str, dict]:
     rows, numbers = [], {}
     for label, job in plan.evals.items():
         for band, (lo, hi) in ctx.bands.items():
@@ -658,7 +659,7 @@ def pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}"
 
 
-def pass_table(ctx: Context, plan: Plan, bands: dict, ks: list[int], metric: str = "verified") -> tuple[str, dict]:
+def pass_table(ctx: StudyContext, plan: Plan, bands: dict, ks: list[int], metric: str = "verified") -> tuple[str, dict]:
     """Markdown: pass@k per model and band, with problems x samples; returns (table, {label: {band: {k: p}}})."""
     rows, numbers = [], {}
     for label, job in plan.evals.items():
@@ -680,7 +681,7 @@ def pass_table(ctx: Context, plan: Plan, bands: dict, ks: list[int], metric: str
 # ----------------------------------------------------------------------------------------------------------------
 # Reports
 
-def ladder_of(ctx: Context, job_name: str) -> dict:
+def ladder_of(ctx: StudyContext, job_name: str) -> dict:
     """The base model's ladder from its evaluation: per op, verified pass@1 and pass@K (K = samples per problem),
     the samples and how many were verified, and the outcome reward's chance level."""
     _, pp = eval_results(ctx, job_name)
@@ -697,7 +698,7 @@ def ladder_of(ctx: Context, job_name: str) -> dict:
     return ladder
 
 
-def measure_bands(ctx: Context) -> str:
+def measure_bands(ctx: StudyContext) -> str:
     """Read the bands off the base model's ladder (its evaluation must exist): sets ctx.ladder, and ctx.bands and
     ctx.pools when an edge and a hard band qualify. Returns why (or why not)."""
     ctx.ladder = ladder_of(ctx, ctx.ladder_job().name)
@@ -707,7 +708,7 @@ def measure_bands(ctx: Context) -> str:
     return why
 
 
-def ladder_section(ctx: Context, why: str) -> list[str]:
+def ladder_section(ctx: StudyContext, why: str) -> list[str]:
     """The report's account of how the bands were chosen: the rule, the ladder, the chosen bands and pools."""
     if not ctx.ladder:
         return []  # bands fixed by the scale
@@ -727,7 +728,7 @@ def ladder_section(ctx: Context, why: str) -> list[str]:
     return lines + step_type_section(ctx, list(ctx.ladder))
 
 
-def step_type_section(ctx: Context, op_list: list[int], n: int = 400) -> list[str]:
+def step_type_section(ctx: StudyContext, op_list: list[int], n: int = 400) -> list[str]:
     """Which kinds of step the problems of each op need (share of n drawn problems with at least one): the edge
     should differ from the pre-training range in depth only, never in the kinds of step."""
     contexts = datagen.load_contexts()
@@ -780,7 +781,7 @@ def edge_verdict(base: dict, gain: tuple, gain_pass1: float, others: dict, k: in
                 + " (needed: under a third of the edge pool's).")
 
 
-def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+def report_edge(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     reps = [load_eval(ctx, j)[0] for j in plan.evals.values()]
     n = min(rep["samples"] // rep["problems"] for rep in reps)
     ks = evaluate.default_ks(n)
@@ -822,13 +823,13 @@ def report_edge(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
 REWARD_SMOOTHING = 5  # steps in the running mean of the RL reward plots
 
 
-def rl_metrics(ctx: Context, job_name: str) -> tuple[list[dict], list[dict]]:
+def rl_metrics(ctx: StudyContext, job_name: str) -> tuple[list[dict], list[dict]]:
     """An RL run's log: one row per step (metrics.jsonl) and one per held-out evaluation (evals.jsonl)."""
     run = ctx.run_dir(job_name)
     return read_log(run / "metrics.jsonl"), read_log(run / "evals.jsonl")
 
 
-def rl_reward_plot(ctx: Context, plan: Plan, path: Path) -> None:
+def rl_reward_plot(ctx: StudyContext, plan: Plan, path: Path) -> None:
     series = {}
     for job in plan.jobs:
         if job.kind == "grpo":
@@ -865,7 +866,7 @@ def crossover_verdict(lead_1: tuple, lead_n: tuple, n: int) -> tuple[bool | None
                        None: ": the curves meet within the noise."}[ok]
 
 
-def report_crossover(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+def report_crossover(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     n = ctx.sc.crossover_n
     ks = evaluate.default_ks(n)
     table, numbers = pass_table(ctx, plan, ctx.bands, ks)
@@ -916,7 +917,7 @@ def above_lowest(by_op: dict[int, float], lo: int, hi: int) -> float:
     return sum(v for op, v in by_op.items() if op > lo) / max(1, hi - lo)
 
 
-def report_context(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+def report_context(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     lo, hi = ctx.sc.context_ops
     rows, numbers = [], {}
     n = ctx.sc.eval_n
@@ -979,7 +980,7 @@ def replication_stats(solved: list[dict], seen: list[dict]) -> tuple[int, float]
     return iso, sum(sims) / max(1, len(sims))
 
 
-def topology_analysis(ctx: Context, plan: Plan, per_op: int = 30, a_graphs: int = 400) -> list[list]:
+def topology_analysis(ctx: StudyContext, plan: Plan, per_op: int = 30, a_graphs: int = 400) -> list[list]:
     """Compare each verified B solution's solution DAG with the context-A graphs of the same op that pre-training
     showed (the first `a_graphs` problems of its data stream): replicated structure, or a new one?"""
     rows = []
@@ -1028,7 +1029,7 @@ def midtrain_verdict(best: str, gain: tuple, solved: float, n: int) -> tuple[boo
     return None, said + "; within the noise of both no effect and the paper's."
 
 
-def report_midtrain(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+def report_midtrain(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n = sc.eval_n
     ks = evaluate.default_ks(n)
@@ -1073,7 +1074,7 @@ def process_reward_verdict(hacked: dict, hard_gain: float, n: int) -> tuple[bool
     return lower and hard_gain > 0, said + "."
 
 
-def report_process_reward(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+def report_process_reward(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n = sc.eval_n
     ks = evaluate.default_ks(n)
@@ -1121,7 +1122,7 @@ def exposure_verdict(gains: dict, diff: tuple, solved: float, n: int) -> tuple[b
     return None, said + "; within the noise."
 
 
-def report_pretrain_exposure(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+def report_pretrain_exposure(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n, (lo, hi) = sc.eval_n, ctx.bands["edge"]
     ks = evaluate.default_ks(n)
@@ -1185,7 +1186,7 @@ def weak_verdict(learn: tuple, sat_all: int | None, sat_scarce: int | None, gap:
     return None, said + "; the gap is within the noise."
 
 
-def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
+def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     sc = ctx.sc
     n, (lo, hi) = sc.eval_n, ctx.bands["edge"]
     ks = evaluate.default_ks(n)
@@ -1238,11 +1239,11 @@ def report_weak_supervision(ctx: Context, plan: Plan) -> tuple[list[str], dict]:
 @dataclass(frozen=True)
 class Study:
     """One study: the jobs it plans, the report it writes from them, and what the paper found."""
-    plan: Callable[[Context, Plan], None]
-    report: Callable[[Context, Plan], tuple[list[str], dict]]  # (markdown lines, numbers for results.json)
+    plan: Callable[[StudyContext, Plan], None]
+    report: Callable[[StudyContext, Plan], tuple[list[str], dict]]  # (markdown lines, numbers for results.json)
     paper: str  # what the paper says, with its numbers, printed at the top of the report
     needs_edge: bool = True  # works on the measured edge: until there is one, only the base model and its ladder
-    bands: Callable[[Context], dict] = lambda ctx: ctx.bands  # the op bands of its plots
+    bands: Callable[[StudyContext], dict] = lambda ctx: ctx.bands  # the op bands of its plots
 
 
 STUDIES = {
@@ -1276,11 +1277,11 @@ STUDIES = {
 }
 
 
-def report_dir(ctx: Context, plan: Plan) -> Path:
+def report_dir(ctx: StudyContext, plan: Plan) -> Path:
     return ctx.reports / f"{plan.study}-{ctx.name}"
 
 
-def jobs_table(ctx: Context, plan: Plan) -> str:
+def jobs_table(ctx: StudyContext, plan: Plan) -> str:
     """One row per job of the plan: what it is, its main settings and its wall time."""
     job_rows = []
     for job in plan.jobs:
@@ -1291,12 +1292,12 @@ def jobs_table(ctx: Context, plan: Plan) -> str:
                                                                  if c.get("init_from") else ""),
                 "grpo": lambda: f"{c['max_steps']} steps x {c['prompts_per_step']} prompts x {c['group_size']}, "
                                 f"pool `{c['pool']}`, reward {c['reward']}, lr {c['lr']:g}",
-                "eval": lambda: f"{c['n']} samples/problem, T={c['temperature']}"}[job.kind]()
+                "eval": lambda: f"{c['n']} samples/problem, temperature {c['temperature']}"}[job.kind]()
         job_rows.append([job.name, job.kind, job.note, what, f"{spec.get('seconds', 0):.0f}"])
     return markdown_table(["job", "kind", "what", "settings", "seconds"], job_rows)
 
 
-def write_report(ctx: Context, plan: Plan, seconds: dict, device, bands_why: str = "") -> Path:
+def write_report(ctx: StudyContext, plan: Plan, seconds: dict, device, bands_why: str = "") -> Path:
     out = report_dir(ctx, plan)
     out.mkdir(parents=True, exist_ok=True)
     if lacks_bands(plan.study, ctx):
@@ -1324,13 +1325,13 @@ def write_report(ctx: Context, plan: Plan, seconds: dict, device, bands_why: str
     return out / "report.md"
 
 
-def notes_section(ctx: Context) -> list[str]:
+def notes_section(ctx: StudyContext) -> list[str]:
     """Where the scale departs from the paper's setup (Scale.notes), said before any number."""
     return ["## Where this scale departs from the paper", "", *(f"- {note}" for note in ctx.sc.notes), ""] \
         if ctx.sc.notes else []
 
 
-def write_precondition_report(ctx: Context, plan: Plan, seconds: dict, device, why: str) -> Path:
+def write_precondition_report(ctx: StudyContext, plan: Plan, seconds: dict, device, why: str) -> Path:
     """The report of a study that stopped before RL: the base model has no edge (or no hard band) to work on."""
     out = report_dir(ctx, plan)
     info = run_info(device)
@@ -1419,13 +1420,13 @@ class Config:
     dry_run: bool = opt(False, "print the jobs and exit")
 
 
-def lacks_bands(study: str, ctx: Context) -> bool:
+def lacks_bands(study: str, ctx: StudyContext) -> bool:
     """True when the study needs an edge band that this scale has not measured (yet) or whose base model has none:
     then only the base model and its ladder are planned, and the report says why."""
     return STUDIES[study].needs_edge and "edge" not in ctx.bands
 
 
-def build_plan(study: str, ctx: Context) -> Plan:
+def build_plan(study: str, ctx: StudyContext) -> Plan:
     plan = Plan(study, ctx.name)
     if lacks_bands(study, ctx):
         plan.add(ctx.base())
@@ -1435,7 +1436,7 @@ def build_plan(study: str, ctx: Context) -> Plan:
     return plan
 
 
-def print_jobs(ctx: Context, jobs: list[Job], dry_run: bool) -> None:
+def print_jobs(ctx: StudyContext, jobs: list[Job], dry_run: bool) -> None:
     for job in jobs:
         print(f"  {job.kind:<8} {job.name:<22} {job.note}")
         if dry_run:
@@ -1444,7 +1445,7 @@ def print_jobs(ctx: Context, jobs: list[Job], dry_run: bool) -> None:
                 print("           (its --data set is written when the study runs this job)")
 
 
-def ladder_phase(ctx: Context, cfg: Config, device) -> tuple[str, dict]:
+def ladder_phase(ctx: StudyContext, cfg: Config, device) -> tuple[str, dict]:
     """At a scale with a ladder: pre-train the base model, evaluate it on every op of the ladder and read the
     bands off it (a dry run only reads them if that evaluation exists). Returns (why, seconds per job)."""
     jobs = [ctx.base(), ctx.ladder_job()]
@@ -1471,7 +1472,7 @@ def main(cfg: Config) -> dict:
             raise UserError(f"unknown study {s!r}; choose one of {', '.join(STUDIES)} or all")
     if cfg.train_procs < 1:
         raise UserError(f"--train_procs must be >= 1, got {cfg.train_procs}")
-    ctx = Context(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers, cfg.train_procs)
+    ctx = StudyContext(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers, cfg.train_procs)
     device = setup_dist(cfg.device).device
     if cfg.dry_run:
         return run_studies(ctx, cfg, studies, device)
@@ -1480,7 +1481,7 @@ def main(cfg: Config) -> dict:
         return run_studies(ctx, cfg, studies, device)
 
 
-def run_studies(ctx: Context, cfg: Config, studies: list[str], device) -> dict:
+def run_studies(ctx: StudyContext, cfg: Config, studies: list[str], device) -> dict:
     """Measure the bands where the scale asks for it, then plan, run and report each study."""
     why, ladder_seconds, t_start = "", {}, time.time()
     if ctx.sc.ladder and any(STUDIES[s].needs_edge for s in studies):

@@ -25,7 +25,7 @@ def test_the_chosen_row_is_the_study_itself(tmp_path):
     chosen = [t for t in calibrate.TRIALS["tiny"] if t.study_runs]
     assert len(chosen) == 1 and not chosen[0].scale and not chosen[0].pretrain
     ctx = calibrate.trial_context("tiny", chosen[0], str(tmp_path), 1)
-    assert ctx.base().config == study.Context("tiny", str(tmp_path), "reports", 1).base().config
+    assert ctx.base().config == study.StudyContext("tiny", str(tmp_path), "reports", 1).base().config
 
 
 def test_report_lists_every_trial_even_unrun(tmp_path):
@@ -74,7 +74,7 @@ def test_a_broken_rows_file_is_refused(text, tmp_path):
 def test_rl_trials_reuse_the_edge_studys_runs(tmp_path):
     """Where an RL trial's settings are the edge study's own, its row reads that run (no second copy); the others
     are valid grpo configs of their own."""
-    ctx = study.Context("tiny", str(tmp_path), str(tmp_path), 1)
+    ctx = study.StudyContext("tiny", str(tmp_path), str(tmp_path), 1)
     ctx.bands = {"ID": (2, 6), "edge": (7, 8), "hard": (9, 12)}
     ctx.pools = study.pools_from_bands(ctx.bands)
     names = {t.name: calibrate.rl_jobs(ctx, t)[0].name for t in calibrate.RL_TRIALS["tiny"]}

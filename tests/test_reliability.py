@@ -110,7 +110,7 @@ def test_5_second_study_on_a_runs_folder_is_refused_and_a_stale_lock_taken_over(
 
 
 def test_5_workers_do_not_invalidate_finished_jobs(tmp_path, capsys):
-    ctx = study.Context("micro", str(tmp_path), str(tmp_path / "reports"), workers=1)
+    ctx = study.StudyContext("micro", str(tmp_path), str(tmp_path / "reports"), workers=1)
     job = ctx.base()
     out = ctx.run_dir(job.name)
     fake_checkpoint(out / "final.pt", 30)
@@ -120,7 +120,7 @@ def test_5_workers_do_not_invalidate_finished_jobs(tmp_path, capsys):
 
 
 def test_a_reused_job_reports_the_seconds_it_took_when_it_ran(tmp_path):
-    ctx = study.Context("micro", str(tmp_path), str(tmp_path / "reports"), workers=1)
+    ctx = study.StudyContext("micro", str(tmp_path), str(tmp_path / "reports"), workers=1)
     job = ctx.base()
     out = ctx.run_dir(job.name)
     fake_checkpoint(out / "final.pt", 30)

@@ -105,7 +105,7 @@ def test_every_study_plans(tmp_path):
         assert len({j["name"] for j in jobs}) == len(jobs)
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
     # once the bands are known (measured on the base model's ladder), every study plans its variants
-    ctx = study.Context("tiny", str(tmp_path), str(tmp_path / "reports"), 1)
+    ctx = study.StudyContext("tiny", str(tmp_path), str(tmp_path / "reports"), 1)
     ctx.bands = {"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)}
     ctx.pools = study.pools_from_bands(ctx.bands)
     for name in study.STUDIES:
@@ -125,7 +125,7 @@ def test_every_study_plans(tmp_path):
     for job_name, conf in configs.items():
         key = json.dumps(conf, sort_keys=True)
         assert names.setdefault(key, job_name) == job_name, (job_name, names[key])
-    ctx = study.Context("paper", str(tmp_path), str(tmp_path / "reports"), 1)
+    ctx = study.StudyContext("paper", str(tmp_path), str(tmp_path / "reports"), 1)
     ctx.bands = dict(study.evaluate.PAPER_BANDS)
     ctx.pools = study.pools_from_bands(ctx.bands)
     names = [j.name for j in study.build_plan("midtrain", ctx).jobs]
@@ -137,7 +137,7 @@ def test_dry_run_commands_rebuild_each_job(tmp_path):
     import shlex
     from dataclasses import asdict
     from common import parse_config
-    ctx = study.Context("tiny", str(tmp_path), str(tmp_path / "reports"), workers=1)
+    ctx = study.StudyContext("tiny", str(tmp_path), str(tmp_path / "reports"), workers=1)
     plan = study.build_plan("process_reward", ctx)
     for job in plan.jobs:
         out = ctx.run_dir(job.name)
@@ -177,7 +177,7 @@ def test_replication_stats():
 
 def test_midtrain_budget_is_equal_compute(tmp_path):
     """Each beta spends (1 - beta) T on mid-training and beta T on RL (SPEC §7 token-equivalents)."""
-    ctx = study.Context("small", str(tmp_path), str(tmp_path), 1)
+    ctx = study.StudyContext("small", str(tmp_path), str(tmp_path), 1)
     ctx.bands = dict(study.evaluate.PAPER_BANDS)
     ctx.pools = study.pools_from_bands(ctx.bands)
     plan = study.build_plan("midtrain", ctx)
@@ -244,7 +244,7 @@ def test_pools_from_the_paper_bands():
 
 
 def test_no_edge_plans_no_rl(tmp_path):
-    ctx = study.Context("tiny", str(tmp_path / "runs"), str(tmp_path / "reports"), 1)
+    ctx = study.StudyContext("tiny", str(tmp_path / "runs"), str(tmp_path / "reports"), 1)
     plan = study.build_plan("edge", ctx)
     assert [j.kind for j in plan.jobs] == ["pretrain", "eval"] and list(plan.evals) == ["base"]
     ctx.bands = {"ID": (2, 5), "edge": (6, 7), "hard": (9, 10)}
