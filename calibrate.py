@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -169,10 +168,8 @@ def rl_row(ctx: study.StudyContext, trial: RLTrial, job: study.Job, step: int | 
     n, (lo, hi), id_band = ctx.sc.eval_n, ctx.bands["edge"], ctx.bands["ID"]
     rows, _ = study.rl_metrics(ctx, job.name)
     rows = [r for r in rows if step is None or r["step"] <= step]
-    log = (ctx.run_dir(job.name) / "log.txt").read_text()
     every = job.config["reselect_every"]  # selections at steps 0, every, 2 every, ... before the last step
-    sizes = re.findall(r"edge-of-competence pool has (\d+) of", log)[:len(range(0, rows[-1]["step"], every))
-                                                                       if every else 0]
+    sizes = study.rl_pools(ctx, job.name)[:len(range(0, rows[-1]["step"], every)) if every else 0]
     rewards = [r["reward"] for r in rows]
     base_pp, pp = study.eval_results(ctx, ctx.ladder_job().name)[1], study.eval_results(ctx, ev.name)[1]
     cells = []
@@ -181,7 +178,7 @@ def rl_row(ctx: study.StudyContext, trial: RLTrial, job: study.Job, step: int | 
         d, se, _ = study.paired_delta(after, before)
         cells += [study.pct(study.mean_se(list(after.values()))[0]), f"{100 * d:+.1f} ({100 * se:.1f})"]
     id_pass = study.mean_se(list(study.band_pass(pp, *id_band, n).values()))[0]
-    return [trial.name, trial.note, rows[-1]["step"], " → ".join(sizes) or "—",
+    return [trial.name, trial.note, rows[-1]["step"], " → ".join(map(str, sizes)) or "—",
             f"{sum(r['step_s'] for r in rows) / 60:.1f}",
             f"{statistics.fmean(rewards[:5]):.2f} / {statistics.fmean(rewards[-5:]):.2f}", *cells, study.pct(id_pass)]
 

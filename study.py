@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import socket
 import statistics
@@ -829,6 +830,18 @@ def rl_metrics(ctx: StudyContext, job_name: str) -> tuple[list[dict], list[dict]
     return read_log(run / "metrics.jsonl"), read_log(run / "evals.jsonl")
 
 
+def rl_pools(ctx: StudyContext, job_name: str) -> list[int]:
+    """The prompts an RL run trained on after each edge selection, in order, as its log says (the selection, or
+    the part of it a scarce-data run kept); [] for a run without selection."""
+    text = (ctx.run_dir(job_name) / "log.txt").read_text()
+    sizes = []
+    for line in re.findall(r"edge-of-competence pool has .*", text):
+        selected, kept = re.search(r"has (\d+) of", line), re.search(r"scarce data: (\d+) kept", line)
+        previous = "keeping the previous pool" in line and sizes
+        sizes.append(int(kept.group(1)) if kept else sizes[-1] if previous else int(selected.group(1)))
+    return sizes
+
+
 def rl_reward_plot(ctx: StudyContext, plan: Plan, path: Path) -> None:
     series = {}
     for job in plan.jobs:
@@ -1210,7 +1223,9 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
         sat[label] = saturation_step(rewards)
         d1 = paired_delta(edge1[label], band_pass(base_pp, lo, hi, 1))
         dn = paired_delta(band_pass(pp, lo, hi, n), band_pass(base_pp, lo, hi, n))
-        rows.append([label, sat[label] or "never", f"{rewards[0][1]:.2f} → {rewards[-1][1]:.2f}" if rewards else "",
+        pools = rl_pools(ctx, run.name)
+        rows.append([label, " → ".join(map(str, pools)) or "—", sat[label] or "never",
+                     f"{rewards[0][1]:.2f} → {rewards[-1][1]:.2f}" if rewards else "",
                      f"{evals[0]['greedy_verified']:.2f} → {evals[-1]['greedy_verified']:.2f}" if evals else "",
                      f"{pct(d1[0])} ± {pct(d1[1])}", f"{pct(dn[0])} ± {pct(dn[1])}"])
     plot_lines(report_dir(ctx, plan) / "saturation.png", series, xlabel="RL step", ylabel="rate",
@@ -1227,7 +1242,7 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
              f"{WEAK_CRITERIA['saturated']:g}. Held-out greedy verified: grpo's own evaluation, the share of held-out "
              "problems of the pool's ops solved with every step verified; Δ columns are paired over the edge band's "
              "problems against the base model (± SE).", "",
-             markdown_table(["variant", "saturation step", "train reward (first → last step)",
+             markdown_table(["variant", "RL prompts", "saturation step", "train reward (first → last step)",
                              "held-out greedy verified (first → last eval)", "Δ edge pass@1", f"Δ edge pass@{n}"],
                             rows),
              "", "![train reward against held-out accuracy](saturation.png)", "",

@@ -360,3 +360,14 @@ def test_context_precondition_thresholds():
     assert p(0.9, 0.0)[0] is True
     assert p(0.9, 0.3)[0] is False  # B already solved without exposure: nothing to transfer
     assert p(0.2, 0.0)[0] is False  # A itself not learned
+
+
+def test_rl_pools_read_from_the_log(tmp_path):
+    """The prompts an RL run trained on, as grpo.py logs each edge selection."""
+    ctx = study.StudyContext("micro", str(tmp_path), str(tmp_path), 1)
+    ctx.run_dir("rl").mkdir(parents=True)
+    (ctx.run_dir("rl") / "log.txt").write_text(
+        "step 0: edge-of-competence pool has 51 of 1024 prompts; scarce data: 8 kept for the whole run\n"
+        "step 0: edge-of-competence pool has 36 of 256 prompts\n"
+        "step 25: edge-of-competence pool has 0 of 256 prompts -- keeping the previous pool\n")
+    assert study.rl_pools(ctx, "rl") == [8, 36, 36]
