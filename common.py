@@ -723,6 +723,39 @@ def plot_lines(path: str | Path, series: dict[str, list[tuple[float, float]]], x
     plt.close(fig)
 
 
+def plot_panels(path: str | Path, panels: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str = "",
+                ylabel: str = "", title: str = "", cols: int = 4) -> None:
+    """One PNG with a small plot per panel (its title -> its series of (x, y) points), on shared axes; the same
+    series names get the same colours in every panel and one legend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows + 0.8), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, (name, series) in zip(axes.flat, panels.items()):
+        for i, (label, pts) in enumerate(series.items()):
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, color=f"C{i}", label=label, marker="o" if len(pts) < 10 else None, ms=3)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    margin = 0.4 / fig.get_figheight()  # room for the title above and the legend below, in figure fractions
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, margin, 1, 1 - margin))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """A GitHub Markdown table."""
     out = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]

@@ -49,7 +49,7 @@ import datagen
 import evaluate
 import grpo
 import pretrain
-from common import (UserError, atomic_write, latest_checkpoint, load_json, markdown_table, opt, plot_lines,
+from common import (UserError, atomic_write, latest_checkpoint, load_json, markdown_table, opt, plot_lines, plot_panels,
                     preset_config, read_log, run_info, run_main, save_json, setup_dist)
 
 
@@ -1209,15 +1209,15 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
     faithful = s["pass1_verified"] / s["pass1"] if s["pass1"] else float("nan")
     edge_profile = sample_profile(ctx, plan.evals["base"], lo, hi)
     faithful_edge = edge_profile["verified"] / edge_profile["answer"] if edge_profile["answer"] else float("nan")
-    series, rows, edge1, sat = {}, [], {}, {}
+    panels, rows, edge1, sat = {}, [], {}, {}
     for label, job in plan.evals.items():
         if label == "base":
             continue
         run = Path(json.loads((ctx.run_dir(job) / "job.json").read_text())["config"]["ckpt"][0])
         steps, evals = rl_metrics(ctx, run.name)
         rewards = [(r["step"], r["reward"]) for r in steps]
-        series[f"{label}: train reward"] = rewards
-        series[f"{label}: held-out greedy verified"] = [(e["step"], e["greedy_verified"]) for e in evals]
+        panels[label] = {"train reward": rewards,
+                         "held-out greedy verified": [(e["step"], e["greedy_verified"]) for e in evals]}
         pp = eval_results(ctx, job)[1]
         edge1[label] = band_pass(pp, lo, hi, 1)
         sat[label] = saturation_step(rewards)
@@ -1228,8 +1228,8 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
                      f"{rewards[0][1]:.2f} → {rewards[-1][1]:.2f}" if rewards else "",
                      f"{evals[0]['greedy_verified']:.2f} → {evals[-1]['greedy_verified']:.2f}" if evals else "",
                      f"{pct(d1[0])} ± {pct(d1[1])}", f"{pct(dn[0])} ± {pct(dn[1])}"])
-    plot_lines(report_dir(ctx, plan) / "saturation.png", series, xlabel="RL step", ylabel="rate",
-               title="train reward vs held-out accuracy")
+    plot_panels(report_dir(ctx, plan) / "saturation.png", panels, xlabel="RL step", ylabel="rate",
+                title="train reward vs held-out accuracy, per variant")
     scarce = f"{min(sc.weak_pool_sizes)} prompts"
     learn = paired_delta(edge1["all prompts"], band_pass(base_pp, lo, hi, 1))
     gap = paired_delta(edge1["all prompts"], edge1[scarce])
