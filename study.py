@@ -494,8 +494,9 @@ def plan_weak_supervision(ctx: StudyContext, plan: Plan) -> None:
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
-    # the scarce pools are the first k prompts of the full pool (at the model's edge where the scale selects it),
-    # so the full pool must be well above the largest k after that selection: `weak_pool`
+    # the scarce pools are the first k prompts of the full pool (at the model's edge where the scale selects it);
+    # `weak_pool` draws the full pool large so that its selection usually exceeds k -- where it does not, the
+    # report's "RL prompts" column shows the scarce run trained on all of it
     drawn = dict(pool_size=sc.weak_pool) if sc.weak_pool else {}
     variants = {"all prompts": dict(drawn)}
     variants.update({f"{k} prompts": dict(drawn, max_prompts=k) for k in sc.weak_pool_sizes})
