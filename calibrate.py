@@ -185,7 +185,7 @@ def rl_row(ctx: study.StudyContext, trial: RLTrial, job: study.Job, step: int | 
 
 def run_rl_sweep(cfg: Config, device) -> Path:
     """RL trials from the scale's own base model (runs/<scale>/base, the edge study's), evaluated as the study
-    evaluates; the table goes to reports/calibration-<scale>/rl.md, its rows kept in rl_rows.json."""
+    evaluates; the table goes to reports/calibration-<scale>/rl.md (rebuilt from the runs each time)."""
     ctx = study.StudyContext(cfg.scale, cfg.runs_dir, cfg.reports_dir, cfg.workers, cfg.train_procs)
     trials = RL_TRIALS[cfg.scale]
     with study.runs_lock(ctx.dir):
