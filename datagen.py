@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from common import UserError, opt, run_main
+from common import UserError, atomic_write, opt, run_main
 
 MIN_OP, MAX_OP = 2, 30
 MAX_VALUE = 1000  # every quantity on the solution path is an integer in 1..MAX_VALUE
@@ -1222,6 +1222,12 @@ def iter_jsonl(path: str | Path, limit: int = 0):
 
 def read_jsonl(path: str | Path) -> list[dict]:
     return list(iter_jsonl(path))
+
+
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    """One record per line, written atomically (a crash leaves the old file or the new one, never half of one)."""
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write(path, lambda f: f.write(lines), binary=False)
 
 
 def load_problems(source: str, n: int, seed: int = 0, split: str = "all") -> list[dict]:

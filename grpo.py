@@ -43,7 +43,7 @@ import model as model_lib
 import sampler as sampler_lib
 import tokenizer as tok_lib
 import verifier
-from common import (Logger, UserError, atomic_write, autocast_for, check_finite, check_out_dir, cleanup_dist,
+from common import (Logger, UserError, autocast_for, check_finite, check_out_dir, cleanup_dist,
                     ensure_final, fmt_count, fmt_duration, load_checkpoint, make_optimizer, opt, plot_lines,
                     print_config, read_log, require_positive, resume_checkpoint, rng_state, run_info, run_main,
                     save_json, save_step_checkpoint, seed_everything, set_rng_state, setup_dist, start_run_dir,
@@ -489,11 +489,6 @@ def reselect(policy, tok, cfg: Config, step: int, room: int, autocast, log, pool
     return pool, stream
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    atomic_write(path, lambda f: f.write(lines), binary=False)
-
-
 def average_over_processes(m: dict, dist) -> None:
     """Under DDP: each numeric metric becomes its mean over processes, token counts their sum."""
     keys = sorted(k for k, v in m.items() if isinstance(v, (int, float)))
@@ -642,7 +637,7 @@ def train(cfg: Config, dist) -> dict:
         if master and ((step + 1) % cfg.ckpt_every == 0 or final):
             if pool is not None and cfg.reselect_every:  # the selected pool: a resume starts from it
                 pool_file = out_dir / f"pool_step{step + 1:06d}.jsonl"
-                write_jsonl(pool_file, pool)
+                datagen.write_jsonl(pool_file, pool)
             state = {"model": policy.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
                      "rng": rng_state(), "stream": [stream.epoch, stream.cursor], "stream_seed": stream.seed,
                      "config": asdict(cfg),
