@@ -509,7 +509,7 @@ def plan_weak_supervision(ctx: StudyContext, plan: Plan) -> None:
                      "majority vote": dict(drawn, pseudo_label="majority", reward="outcome")})
     if binary:  # the clean run of the reward the noise variants flip
         variants["noise 0" + tag] = dict(drawn, **binary)
-    for label, kw in variants.items():  # all prompts, clean labels: the edge study's own run
+    for label, kw in variants.items():  # a variant whose settings are the edge study's own reuses that run
         job = edge_variant(ctx, base, "rl-weak-", label, f"RL on edge, {label}", **kw)
         plan.evals[label] = plan.add(ctx.eval(plan.add(job), evalset, sc.eval_n, ctx.bands))
 
@@ -843,14 +843,17 @@ def rl_pools(ctx: StudyContext, job_name: str) -> list[int]:
     return sizes
 
 
+def smoothed_reward(rows: list[dict]) -> list[tuple[int, float]]:
+    """(step, the train reward's running mean over the last REWARD_SMOOTHING steps) for each row of metrics.jsonl."""
+    rewards = [r["reward"] for r in rows]
+    return [(r["step"], statistics.fmean(rewards[max(0, i + 1 - REWARD_SMOOTHING):i + 1])) for i, r in enumerate(rows)]
+
+
 def rl_reward_plot(ctx: StudyContext, plan: Plan, path: Path) -> None:
     series = {}
     for job in plan.jobs:
         if job.kind == "grpo":
-            rows, w = rl_metrics(ctx, job.name)[0], REWARD_SMOOTHING
-            rewards = [r["reward"] for r in rows]
-            series[job.note or job.name] = [(r["step"], statistics.fmean(rewards[max(0, i + 1 - w):i + 1]))
-                                            for i, r in enumerate(rows)]
+            series[job.note or job.name] = smoothed_reward(rl_metrics(ctx, job.name)[0])
     plot_lines(path, series, xlabel="RL step", ylabel="mean training reward",
                title=f"{plan.study} ({ctx.name} scale): reward during RL")
 
@@ -1165,13 +1168,10 @@ def report_pretrain_exposure(ctx: StudyContext, plan: Plan) -> tuple[list[str], 
 WEAK_CRITERIA = {"learn_se": 2.0, "saturated": 0.9, "gap_se": 2.0}
 
 
-def saturation_step(rewards: list[tuple[int, float]]) -> int | None:
-    """The first step whose running-mean train reward reaches WEAK_CRITERIA["saturated"]; None if none does."""
-    values = [r for _, r in rewards]
-    for i, (step, _) in enumerate(rewards):
-        if statistics.fmean(values[max(0, i + 1 - REWARD_SMOOTHING):i + 1]) >= WEAK_CRITERIA["saturated"]:
-            return step
-    return None
+def saturation_step(rows: list[dict]) -> int | None:
+    """The first step whose running-mean train reward (smoothed_reward) reaches WEAK_CRITERIA["saturated"]; None if
+    none does. rows: an RL run's metrics.jsonl."""
+    return next((step for step, r in smoothed_reward(rows) if r >= WEAK_CRITERIA["saturated"]), None)
 
 
 def weak_verdict(learn: tuple, sat_all: int | None, sat_scarce: int | None, gap: tuple,
@@ -1210,6 +1210,7 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
     faithful = s["pass1_verified"] / s["pass1"] if s["pass1"] else float("nan")
     edge_profile = sample_profile(ctx, plan.evals["base"], lo, hi)
     faithful_edge = edge_profile["verified"] / edge_profile["answer"] if edge_profile["answer"] else float("nan")
+    base_edge = {k: band_pass(base_pp, lo, hi, k) for k in (1, n)}
     panels, rows, edge1, sat = {}, [], {}, {}
     for label, job in plan.evals.items():
         if label == "base":
@@ -1221,9 +1222,9 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
                          "held-out greedy verified": [(e["step"], e["greedy_verified"]) for e in evals]}
         pp = eval_results(ctx, job)[1]
         edge1[label] = band_pass(pp, lo, hi, 1)
-        sat[label] = saturation_step(rewards)
-        d1 = paired_delta(edge1[label], band_pass(base_pp, lo, hi, 1))
-        dn = paired_delta(band_pass(pp, lo, hi, n), band_pass(base_pp, lo, hi, n))
+        sat[label] = saturation_step(steps)
+        d1 = paired_delta(edge1[label], base_edge[1])
+        dn = paired_delta(band_pass(pp, lo, hi, n), base_edge[n])
         pools = rl_pools(ctx, run.name)
         rows.append([label, " → ".join(map(str, pools)) or "—", sat[label] or "never",
                      f"{rewards[0][1]:.2f} → {rewards[-1][1]:.2f}" if rewards else "",
@@ -1232,7 +1233,7 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
     plot_panels(report_dir(ctx, plan) / "saturation.png", panels, xlabel="RL step", ylabel="rate",
                 title="train reward vs held-out accuracy, per variant")
     scarce = f"{min(sc.weak_pool_sizes)} prompts"
-    learn = paired_delta(edge1["all prompts"], band_pass(base_pp, lo, hi, 1))
+    learn = paired_delta(edge1["all prompts"], base_edge[1])
     gap = paired_delta(edge1["all prompts"], edge1[scarce])
     verdict = weak_verdict(learn[:2], sat["all prompts"], sat[scarce], gap[:2], scarce)
     lines = ["## pass@k (verified) by band", "", table, "",

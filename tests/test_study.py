@@ -332,10 +332,10 @@ def test_weak_supervision_verdict_thresholds():
 
 def test_saturation_step_uses_the_running_mean():
     w = study.REWARD_SMOOTHING
-    rising = [(i + 1, 1.0 if i >= 3 else 0.0) for i in range(20)]
+    rising = [{"step": i + 1, "reward": 1.0 if i >= 3 else 0.0} for i in range(20)]
     # the running mean over w steps first reaches 0.9 once w steps in a row (or 0.9 of them) are at 1
     assert study.saturation_step(rising) == 3 + w
-    assert study.saturation_step([(i + 1, 0.5) for i in range(20)]) is None
+    assert study.saturation_step([{"step": i + 1, "reward": 0.5} for i in range(20)]) is None
     assert study.saturation_step([]) is None
 
 
