@@ -168,8 +168,7 @@ def rl_row(ctx: study.StudyContext, trial: RLTrial, job: study.Job, step: int | 
     n, (lo, hi), id_band = ctx.sc.eval_n, ctx.bands["edge"], ctx.bands["ID"]
     rows, _ = study.rl_metrics(ctx, job.name)
     rows = [r for r in rows if step is None or r["step"] <= step]
-    every = job.config["reselect_every"]  # selections at steps 0, every, 2 every, ... before the last step
-    sizes = study.rl_pools(ctx, job.name)[:len(range(0, rows[-1]["step"], every)) if every else 0]
+    sizes = study.rl_pools(rows, job.config["reselect_every"])
     rewards = [r["reward"] for r in rows]
     base_pp, pp = study.eval_results(ctx, ctx.ladder_job().name)[1], study.eval_results(ctx, ev.name)[1]
     cells = []

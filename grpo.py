@@ -615,7 +615,7 @@ def train(cfg: Config, dist) -> dict:
         compute["rl_tokens_nominal"] += nominal_step
         compute["rl_tokens_actual"] += rl_token_cost(m["seq_tokens"], ref is not None)
         step_s = time.time() - t_step
-        m.update(step=step + 1, step_s=step_s, rollout_share=m["rollout_s"] / step_s,
+        m.update(step=step + 1, step_s=step_s, pool_prompts=len(pool), rollout_share=m["rollout_s"] / step_s,
                  rollout_tok_s=m["rollout_tokens"] / max(m["rollout_s"], 1e-9),
                  flops=6 * n_params * compute["rl_tokens_actual"], **compute)
         last = m

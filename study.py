@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shlex
 import socket
 import statistics
@@ -831,16 +830,12 @@ def rl_metrics(ctx: StudyContext, job_name: str) -> tuple[list[dict], list[dict]
     return read_log(run / "metrics.jsonl"), read_log(run / "evals.jsonl")
 
 
-def rl_pools(ctx: StudyContext, job_name: str) -> list[int]:
-    """The prompts an RL run trained on after each edge selection, in order, as its log says (the selection, or
-    the part of it a scarce-data run kept); [] for a run without selection."""
-    text = (ctx.run_dir(job_name) / "log.txt").read_text()
-    sizes = []
-    for line in re.findall(r"edge-of-competence pool has .*", text):
-        selected, kept = re.search(r"has (\d+) of", line), re.search(r"scarce data: (\d+) kept", line)
-        previous = "keeping the previous pool" in line and sizes
-        sizes.append(int(kept.group(1)) if kept else sizes[-1] if previous else int(selected.group(1)))
-    return sizes
+def rl_pools(rows: list[dict], reselect_every: int) -> list[int]:
+    """The prompts an RL run trained on after each edge selection (steps 0, K, 2K, ...), from its metrics.jsonl
+    rows (grpo.py records `pool_prompts` every step); [] for a run without selection."""
+    if not reselect_every:
+        return []
+    return [int(r["pool_prompts"]) for r in rows if (r["step"] - 1) % reselect_every == 0]
 
 
 def smoothed_reward(rows: list[dict]) -> list[tuple[int, float]]:
@@ -1211,6 +1206,7 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
     edge_profile = sample_profile(ctx, plan.evals["base"], lo, hi)
     faithful_edge = edge_profile["verified"] / edge_profile["answer"] if edge_profile["answer"] else float("nan")
     base_edge = {k: band_pass(base_pp, lo, hi, k) for k in (1, n)}
+    planned = {job.name: job for job in plan.jobs}
     panels, rows, edge1, sat = {}, [], {}, {}
     for label, job in plan.evals.items():
         if label == "base":
@@ -1225,7 +1221,7 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
         sat[label] = saturation_step(steps)
         d1 = paired_delta(edge1[label], base_edge[1])
         dn = paired_delta(band_pass(pp, lo, hi, n), base_edge[n])
-        pools = rl_pools(ctx, run.name)
+        pools = rl_pools(steps, planned[run.name].config["reselect_every"])
         rows.append([label, " → ".join(map(str, pools)) or "—", sat[label] or "never",
                      f"{rewards[0][1]:.2f} → {rewards[-1][1]:.2f}" if rewards else "",
                      f"{evals[0]['greedy_verified']:.2f} → {evals[-1]['greedy_verified']:.2f}" if evals else "",

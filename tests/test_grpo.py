@@ -429,6 +429,7 @@ def test_scarce_data_keeps_its_first_selection(tmp_path, micro_ckpt, short_pool,
     pool = [json.loads(line) for line in open(tmp_path / "pool_step000004.jsonl")]
     records = [json.loads(line) for line in open(short_pool)]
     assert [r["id"] for r in pool] == [r["id"] for r in records[1::2][:2]]
+    assert [r["pool_prompts"] for r in metric_rows(tmp_path)] == [2, 2, 2, 2]  # what each step trained on
     with pytest.raises(common.UserError, match="max_prompts"):
         grpo.check_config(grpo_config(tmp_path, micro_ckpt, short_pool, max_prompts=-1), 1)
 

@@ -362,12 +362,8 @@ def test_context_precondition_thresholds():
     assert p(0.2, 0.0)[0] is False  # A itself not learned
 
 
-def test_rl_pools_read_from_the_log(tmp_path):
-    """The prompts an RL run trained on, as grpo.py logs each edge selection."""
-    ctx = study.StudyContext("micro", str(tmp_path), str(tmp_path), 1)
-    ctx.run_dir("rl").mkdir(parents=True)
-    (ctx.run_dir("rl") / "log.txt").write_text(
-        "step 0: edge-of-competence pool has 51 of 1024 prompts; scarce data: 8 kept for the whole run\n"
-        "step 0: edge-of-competence pool has 36 of 256 prompts\n"
-        "step 25: edge-of-competence pool has 0 of 256 prompts -- keeping the previous pool\n")
-    assert study.rl_pools(ctx, "rl") == [8, 36, 36]
+def test_rl_pools_at_each_selection():
+    """The prompts an RL run trained on after each edge selection, from the pool size grpo.py records per step."""
+    rows = [{"step": s, "pool_prompts": 36 if s <= 25 else 30} for s in range(1, 61)]
+    assert study.rl_pools(rows, 25) == [36, 30, 30]  # selections at steps 0, 25 and 50
+    assert study.rl_pools(rows, 1000) == [36] and study.rl_pools(rows, 0) == []
