@@ -113,7 +113,8 @@ SCALES = {
                          "solves op 2-6 (verified pass@32 100 %) and none of 512 samples at each op from 7 to 12: "
                          "no edge.",
                          "The context and pretrain_exposure studies' own base models (four each) pre-train 2,000 "
-                         "steps (8M tokens) each, not 5,000, so that each study fits in two hours on 2 CPU cores.")),
+                         "steps (8M tokens) each on 80,000 problems, not 5,000 on 200,000, so that each study fits "
+                         "in two hours on 2 CPU cores.")),
     "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
                    pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
@@ -383,8 +384,15 @@ def plan_crossover(ctx: StudyContext, plan: Plan) -> None:
 
 
 def side_steps(ctx: StudyContext) -> dict:
-    """Pre-training length of the context and pretrain_exposure studies' own base models (`Scale.side_steps`)."""
-    return dict(max_steps=ctx.sc.side_steps) if ctx.sc.side_steps else {}
+    """Pre-training length of the context and pretrain_exposure studies' own base models (`Scale.side_steps`),
+    with the training problems cut in proportion: the same problems per step as the scale's base model (a narrow
+    recipe such as op 2-4 has few distinct problems, and generating 200,000 of them costs minutes)."""
+    if not ctx.sc.side_steps:
+        return {}
+    conf = preset_config(pretrain.Config, pretrain.PRESETS, ctx.sc.pretrain["preset"],
+                         **{k: v for k, v in ctx.sc.pretrain.items() if k != "preset"})
+    problems = round(conf.train_problems * ctx.sc.side_steps / conf.max_steps)
+    return dict(max_steps=ctx.sc.side_steps, train_problems=problems)
 
 
 CONTEXT_EXPOSURES = (0, 0.1, 1, 10)  # % of pre-training data in context B (teachers), at its lowest op only

@@ -104,6 +104,10 @@ def test_every_study_plans(tmp_path):
         assert jobs and all(j["kind"] in ("pretrain", "grpo", "eval") for j in jobs)
         assert len({j["name"] for j in jobs}) == len(jobs)
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
+    side = [j for j in study.main(study.Config(study="context", scale="tiny", runs_dir=str(tmp_path),
+                                               dry_run=True))["context"]["jobs"] if j["kind"] == "pretrain"]
+    # the context study's shorter base models see the main base model's problems per step (5,000 steps, 200,000)
+    assert {(j["config"]["max_steps"], j["config"]["train_problems"]) for j in side} == {(2000, 80_000)}
     # once the bands are known (measured on the base model's ladder), every study plans its variants
     ctx = study.StudyContext("tiny", str(tmp_path), str(tmp_path / "reports"), 1)
     ctx.bands = {"ID": (2, 3), "edge": (4, 5), "hard": (6, 8)}
