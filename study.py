@@ -486,14 +486,21 @@ def plan_pretrain_exposure(ctx: StudyContext, plan: Plan) -> None:
     lo, hi = ctx.bands["ID"]
     cut = hi - max(1, (hi - lo + 1) // 3) + 1  # the upper range, e.g. op 8-10 of 2-10
     evalset = ctx.all_bands_evalset()
+    tail, t = mix_tail(sc.mix, hi)  # every base model of the scale keeps its sparse tail above the range
     for h in HARD_SHARES:
-        recipe = ctx.recipe(f"{cut}-{hi}" if h == 100 else f"{lo}-{cut - 1}" if h == 0 else
-                            f"{lo}-{cut - 1}:{1 - h / 100:g},{cut}-{hi}:{h / 100:g}")
+        shares = [(ops((lo, cut - 1)), 1 - h / 100), (ops((cut, hi)), h / 100)]
+        recipe = ctx.recipe(",".join([f"{r}:{w * (1 - t):.6g}" for r, w in shares if w] + ([tail] if tail else [])))
         base = plan.add(ctx.pretrain(f"base-hard{h}", recipe, note=f"{h}% of pre-training on op {cut}-{hi}",
                                      **side_steps(ctx)))
         rl = plan.add(ctx.grpo(f"rl-hard{h}", base, ctx.pools["edge"], note="RL on the edge pool"))
         plan.evals[f"hard {h}%"] = plan.add(ctx.eval(base, evalset, sc.eval_n, ctx.bands))
         plan.evals[f"hard {h}% + RL"] = plan.add(ctx.eval(rl, evalset, sc.eval_n, ctx.bands))
+
+
+def mix_tail(mix: str, top: int) -> tuple[str, float]:
+    """The items of an op mix (`2-3:.2,...,7-9:.01`) above op `top`, and their total weight: ("7-9:.01", 0.01)."""
+    items = [item for item in mix.split(",") if item and int(item.split(":")[0].split("-")[0]) > top]
+    return ",".join(items), sum(float(item.split(":")[1]) for item in items)
 
 
 def plan_weak_supervision(ctx: StudyContext, plan: Plan) -> None:

@@ -115,6 +115,14 @@ def test_every_study_plans(tmp_path):
     for name in study.STUDIES:
         jobs = study.build_plan(name, ctx).jobs
         assert len({j.name for j in jobs}) == len(jobs) and any(j.kind == "grpo" for j in jobs), name
+    # the exposure study's base models keep the scale's sparse tail above the range (1 % of op 7-9 at tiny)
+    ctx.bands = {"ID": (2, 6), "edge": (7, 8), "hard": (9, 12)}
+    ctx.pools = study.pools_from_bands(ctx.bands)
+    recipes = [j.config["recipe"].split()[0] for j in study.build_plan("pretrain_exposure", ctx).jobs
+               if j.kind == "pretrain"]
+    assert recipes == ["ops=2-5:0.99,7-9:.01", "ops=2-5:0.792,6-6:0.198,7-9:.01", "ops=2-5:0.495,6-6:0.495,7-9:.01",
+                       "ops=6-6:0.99,7-9:.01"]
+    assert study.mix_tail("2-3:.5,4:.4,7-9:.1", 6) == ("7-9:.1", 0.1) and study.mix_tail("", 6) == ("", 0)
     # jobs of the same name are the same job in every study that plans them (crossover reuses edge's RL run)
     configs = {}
     for name in study.STUDIES:
