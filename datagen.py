@@ -1136,10 +1136,13 @@ def _chunk(args) -> list[Line]:
 
 
 def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all", workers: int = 1,
-                   contexts: dict[str, Context] | None = None, progress: bool = False, opts: Options = PAPER):
+                   contexts: dict[str, Context] | None = None, progress: bool = False, opts: Options = PAPER,
+                   distinct: bool = True):
     """Yield a `Line` for each of the first `n` distinct problems of the stream that fall
     in `split`. Indices are processed in order and deduplicated by id in the parent, so the output is
-    identical for any `workers`."""
+    identical for any `workers`. With `distinct=False` every draw is kept: the mixture's weights then hold
+    (deduplication starves an op with few distinct problems -- op 2 of one context has a few hundred -- and
+    hands its share to the others), and such an op's problems repeat."""
     if split != "all" and split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or all")
     contexts = contexts if contexts is not None else load_contexts()
@@ -1160,9 +1163,10 @@ def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all",
             results = pool.imap(_chunk, batch) if pool else map(_chunk, batch)
             for chunk in results:
                 for item in chunk:
-                    if item.id in seen:
-                        continue
-                    seen.add(item.id)
+                    if distinct:
+                        if item.id in seen:
+                            continue
+                        seen.add(item.id)
                     yield item
                     done += 1
                     if bar:

@@ -61,7 +61,8 @@ class Config:
     # --- data
     recipe: str = opt("ops=2-3 contexts=zoo", "datagen recipe name or spec for the training data")
     modes: str = opt("", "forward/reverse share for the recipe, e.g. forward:0.8,reverse:0.2 ('' = the recipe's)")
-    train_problems: int = opt(60_000, "distinct training problems (split train) packed into shards; looped if needed")
+    train_problems: int = opt(60_000, "training problems (split train, every draw of the recipe: a problem can repeat "
+                                      "where an op has few) packed into shards; looped if needed")
     val_problems: int = opt(256, "held-out problems of the same recipe (split val) for the validation loss")
     data_seed: int = opt(0, "datagen stream seed")
     data_dir: str = opt("", "where shards and val data live ('' = out_dir/data); built if missing")
@@ -160,20 +161,21 @@ def prepare_data(cfg: Config, tokenizer_path: Path, master: bool) -> tuple[Path,
         if not tokenizer_path.exists():
             ensure_tokenizer(tokenizer_path, cfg.tokenizer_problems, cfg.vocab_size, cfg.data_seed, cfg.workers)
         index_path = shard_dir / "index.json"
+        want = {"recipe": spec, "n": cfg.train_problems, "seed": cfg.data_seed, "split": "train", "draws": "all"}
         if index_path.exists():  # shards built for another recipe must never be trained on silently
             index = load_json(index_path, "shard index")
             src = index.get("source", {}) if isinstance(index, dict) else {}
-            want = {"recipe": spec, "n": cfg.train_problems, "seed": cfg.data_seed, "split": "train"}
             if {k: src.get(k) for k in want} != want:
                 raise UserError(f"{shard_dir} holds data for {src} but this run wants {want}; "
                                 f"use another --data_dir or delete that folder")
         else:
             print(f"building training data: {cfg.train_problems:,} problems of {spec!r} (split train) -> {shard_dir}")
-            lines = datagen.generate_lines(recipe_parts(cfg), cfg.train_problems, cfg.data_seed, "train", cfg.workers)
+            # every draw is kept, so that the recipe's weights hold where an op has few distinct problems
+            lines = datagen.generate_lines(recipe_parts(cfg), cfg.train_problems, cfg.data_seed, "train", cfg.workers,
+                                           distinct=False)
             tok_lib.write_shards(tok_lib.load_tokenizer(tokenizer_path), (json.loads(item.json) for item in lines),
                                  shard_dir, max_seq_len=cfg.seq_len, total=cfg.train_problems, progress=True,
-                                 source={"recipe": spec, "n": cfg.train_problems, "seed": cfg.data_seed,
-                                         "split": "train"})
+                                 source=want)
         if not val_path.exists():
             lines = [item.json for item in datagen.generate_lines(recipe_parts(cfg), cfg.val_problems, cfg.data_seed,
                                                                  "val", cfg.workers)]

@@ -505,6 +505,7 @@ def encode_records(tok, records, max_seq_len: int = 2048, writer: ShardWriter | 
     packer = Packer(max_seq_len)
     counts = {"op": Counter(), "context": Counter(), "mode": Counter()}
     tokens_by = {"op": Counter(), "context": Counter(), "mode": Counter()}
+    ids_by_op = {}  # distinct problems per op (a training stream keeps repeats: see datagen.generate_lines)
     n_samples = n_tokens = n_rows = longest = 0
     t_encode, t0 = 0.0, time.perf_counter()
     bar = None
@@ -521,6 +522,7 @@ def encode_records(tok, records, max_seq_len: int = 2048, writer: ShardWriter | 
                 for key in counts:
                     counts[key][rec[key]] += 1
                     tokens_by[key][rec[key]] += n
+                ids_by_op.setdefault(rec["op"], set()).add(rec["id"])
                 n_tokens += n
                 longest = max(longest, n)
                 for row, n_valid in packer.add(ids):
@@ -541,10 +543,11 @@ def encode_records(tok, records, max_seq_len: int = 2048, writer: ShardWriter | 
     seconds = time.perf_counter() - t0
 
     def table(key):  # {value: {"samples": s, "tokens": t, "tokens_per_sample": t / s}}, sorted by value
-        return {str(v): {"samples": c, "tokens": tokens_by[key][v],
-                         "tokens_per_sample": round(tokens_by[key][v] / c, 1)} for v, c in sorted(counts[key].items())}
+        return {str(v): {"samples": c, "tokens": tokens_by[key][v], "tokens_per_sample": round(tokens_by[key][v] / c, 1),
+                         **({"distinct": len(ids_by_op[v])} if key == "op" else {})}
+                for v, c in sorted(counts[key].items())}
 
-    return {"samples": n_samples, "tokens": n_tokens, "rows": n_rows, "padded_tokens": n_rows * max_seq_len,
+    return {"samples": n_samples, "distinct": sum(map(len, ids_by_op.values())), "tokens": n_tokens, "rows": n_rows, "padded_tokens": n_rows * max_seq_len,
             "packing_efficiency": round(n_tokens / max(1, n_rows * max_seq_len), 4),
             "split_samples": packer.n_split, "longest_sample": longest,
             "tokens_per_sample": round(n_tokens / max(1, n_samples), 1),

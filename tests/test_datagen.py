@@ -247,6 +247,19 @@ def test_same_seed_same_bytes_any_workers(tmp_path):
     assert other.read_bytes() != outs[0][:len(other.read_bytes())]
 
 
+def test_a_mixture_keeps_its_weights_when_every_draw_is_kept():
+    # op 2 of one context with the tiny scale-downs has 400 distinct problems: deduplicating starves it
+    parts = datagen.parse_recipe("ops=2:.5,6:.5 contexts=zoo operands=2 distractors=0 letters=sequential")
+    share = {}
+    for distinct in (True, False):
+        lines = list(datagen.generate_lines(parts, 3000, seed=0, split="train", distinct=distinct))
+        assert len(lines) == 3000 and all(datagen.split_of(x.id) == "train" for x in lines)
+        share[distinct] = sum(x.op == 2 for x in lines) / len(lines)
+        ids = [x.id for x in lines if x.op == 2]
+        assert len(set(ids)) <= 400 and (len(set(ids)) == len(ids)) == distinct
+    assert share[True] < 0.15 and abs(share[False] - 0.5) < 0.03  # 3000 draws: SE of the share ~0.009
+
+
 def test_sample_at_is_pure():
     parts = datagen.parse_recipe("ops=2-20 modes=forward,reverse")
     a = [datagen.sample_at(parts, 7, i, CONTEXTS) for i in (5, 900, 3)]

@@ -84,6 +84,8 @@ def test_midtraining_starts_from_weights_with_own_recipe(tmp_path, micro_ckpt):
     assert drift < 1e-5  # a vanishing lr leaves the pre-trained weights in place
     index = json.loads((Path(cfg.out_dir) / "data" / "train" / "index.json").read_text())
     assert index["source"]["recipe"] == "ops=5-6" and set(index["by_op"]) == {"5", "6"}
+    assert index["source"]["draws"] == "all" and 0 < index["distinct"] <= index["samples"]
+    assert index["distinct"] == sum(v["distinct"] for v in index["by_op"].values())
     assert mid["stage"] == "mid-training" and mid["config"]["init_from"] == str(micro_ckpt.parent)
     assert pretrain.lr_at(0, cfg) == pytest.approx(1e-9)  # its own (warmup) schedule
     assert out["train_loss"] < 5.0  # starts where pre-training left off, not at ln(vocab)
