@@ -98,7 +98,7 @@ SCALES = {
                   data="operands=2 distractors=0 letters=sequential", pools={}, ladder=(2, 12), rl_seeds=2,
                   edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
-                  eval_max_new=256, crossover_n=256, context_ops=(2, 4), contexts="zoo", budget_rl_steps=40,
+                  eval_max_new=256, crossover_n=256, context_ops=(3, 6), contexts="zoo", budget_rl_steps=40,
                   side_steps=2000, weak_pool=1024,
                   seconds_hint="pre-training 31-35 minutes on 2 CPU cores, each RL run 2-4 minutes, each evaluation "
                                "under a minute: about 46 minutes in all",
@@ -114,7 +114,10 @@ SCALES = {
                          "no edge.",
                          "The context and pretrain_exposure studies' own base models (four each) pre-train 2,000 "
                          "steps (8M tokens) each on 80,000 problems, not 5,000 on 200,000, so that each study fits "
-                         "in two hours on 2 CPU cores.")),
+                         "in two hours on 2 CPU cores.",
+                         "The context study runs on op 3-6 (paper: 2-20), context B seen at op 3: with these "
+                         "scale-downs op 2 of the teachers context has 200 distinct problems (op 3: 8,000), too few "
+                         "to be 1 % or 10 % of 80,000 without each repeating dozens of times.")),
     "small": Scale(bands={"ID": evaluate.PAPER_BANDS["ID"]}, pools={}, ladder=(2, 20), rl_seeds=2,
                    pretrain=dict(preset="small"), grpo=dict(preset="small"),
                    eval_per_op=40, eval_n=32, eval_max_new=512, crossover_n=256, context_ops=(2, 20),
@@ -1337,20 +1340,45 @@ def write_report(ctx: StudyContext, plan: Plan, seconds: dict, device, bands_why
                             title=f"{plan.study} ({ctx.name} scale): pass@k, verified")
     evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")
     info = run_info(device)
+    data = training_data(plan)
     text = [f"# {plan.study} study, {ctx.name} scale", "",
             f"**What the paper says.** {STUDIES[plan.study].paper}", "",
             f"Run with `python study.py {plan.study} --scale {ctx.name}` on {info.get('gpu', info['device'])} "
             f"({info['cpu_threads']} CPU threads), git {info['git']}, {info['time']}. Bands: "
             + ", ".join(f"{k} = op {ops(v)}" for k, v in bands.items()) + ".", "",
-            *notes_section(ctx), "![pass@k curves](pass_at_k.png)", "",
+            *notes_section(ctx), *data_section(data), "![pass@k curves](pass_at_k.png)", "",
             *(ladder_section(ctx, bands_why) if STUDIES[plan.study].needs_edge else []),
             *body, "", "![pass@n by op](pass_by_op.png)", "",
             "## Jobs", "", jobs_table(ctx, plan), ""]
     (out / "report.md").write_text("\n".join(text), encoding="utf-8")
     save_json(out / "results.json", {"study": plan.study, "scale": ctx.name, "run": info, "numbers": numbers,
-                                     "bands": ctx.bands, "ladder": ctx.ladder,
+                                     "bands": ctx.bands, "ladder": ctx.ladder, "training_data": data,
                                      "jobs": {j.name: j.config for j in plan.jobs}, "seconds": seconds})
     return out / "report.md"
+
+
+def training_data(plan: Plan) -> dict:
+    """What each pre-training job of the plan trained on, as its shard index counted it: the share of each op and
+    context (percent), problems and distinct problems (older indexes lack the distinct count)."""
+    out = {}
+    for job in plan.jobs:
+        path = Path(job.config.get("data_dir") or "-") / "train" / "index.json"
+        if job.kind == "pretrain" and path.exists():
+            index = load_json(path, "shard index")
+            out[job.name] = {"samples": index["samples"], "distinct": index.get("distinct"),
+                             **{key: {k: 100 * v["samples"] / index["samples"] for k, v in index[key].items()}
+                                for key in ("by_op", "by_context")}}
+    return out
+
+
+def data_section(data: dict) -> list[str]:
+    rows = [[name, f"{d['samples']:,}", f"{d['distinct']:,}" if d["distinct"] else "-",
+             ", ".join(f"{op}: {v:.1f}" for op, v in d["by_op"].items()),
+             ", ".join(f"{c}: {v:.1f}" for c, v in d["by_context"].items())] for name, d in data.items()]
+    return ["## Training data, as drawn", "",
+            "Each pre-training job's data as its shard index counted it: every draw of the recipe is kept, so the "
+            "shares follow the recipe's weights; an op with few distinct problems repeats them.", "",
+            markdown_table(["model", "problems", "distinct", "% by op", "% by context"], rows), ""] if rows else []
 
 
 def notes_section(ctx: StudyContext) -> list[str]:

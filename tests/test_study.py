@@ -23,7 +23,8 @@ def test_edge_study_end_to_end(edge_micro):
     report = Path(out["edge"]["report"])
     text = report.read_text()
     assert report == tmp / "reports" / "edge-micro" / "report.md"
-    for needle in ("What the paper says", "pass@k (verified) by band", "Change in edge-band", "## Jobs"):
+    for needle in ("What the paper says", "Training data, as drawn", "pass@k (verified) by band", "Change in edge-band",
+                   "## Jobs"):
         assert needle in text
     assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**",
                                    "**Precondition not met**"))
@@ -32,6 +33,9 @@ def test_edge_study_end_to_end(edge_micro):
     numbers = json.loads((report.parent / "results.json").read_text())
     assert set(numbers["numbers"]["pass_at_k"]) == {"base", "RL ID (2-3)", "RL mixed (3-4)", "RL edge (4-4)",
                                                     "RL hard (5-6)"}
+    drawn = numbers["training_data"]["base"]  # the micro base model's recipe: ops 2-3, uniform
+    assert set(drawn["by_op"]) == {"2", "3"} and sum(drawn["by_op"].values()) == pytest.approx(100)
+    assert 0 < drawn["distinct"] <= drawn["samples"]
     runs = tmp / "runs" / "micro"
     for job in ("base", "rl-ID", "rl-mixed", "rl-edge", "rl-hard"):
         assert (runs / job / "final.pt").exists()
