@@ -828,7 +828,8 @@ def report_edge(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     lines.append(verdict_line(ok, why))
     rl_reward_plot(ctx, plan, report_dir(ctx, plan) / "rl_reward.png")
     lines += ["", "## Reward during RL", "", "The training reward of each RL run, step by step (a running mean over "
-              f"{REWARD_SMOOTHING} steps), on the prompts of its own pool.", "", "![RL reward](rl_reward.png)"]
+              f"{REWARD_SMOOTHING} steps), on the prompts of its own pool.", "", "![RL reward](rl_reward.png)", "",
+              rl_runs_table(ctx, plan)]
     profile, profiles = profile_table(ctx, plan)
     lines += ["", "## What the samples look like, per band", "",
               "RL can only sharpen what the model sometimes does: a band where no sample is verified gives RL with "
@@ -840,6 +841,19 @@ def report_edge(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
 
 
 REWARD_SMOOTHING = 5  # steps in the running mean of the RL reward plots
+
+
+def rl_runs_table(ctx: StudyContext, plan: Plan) -> str:
+    """Each RL run's prompts (drawn, and kept by each edge selection) and its train reward at the start and end."""
+    rows = []
+    for job in (j for j in plan.jobs if j.kind == "grpo"):
+        steps = rl_metrics(ctx, job.name)[0]
+        kept = rl_pools(steps, job.config["reselect_every"])
+        smooth = smoothed_reward(steps)
+        rows.append([f"{job.name} ({job.note})", job.config["pool_size"], " → ".join(map(str, kept)) or "all",
+                     f"{smooth[0][1]:.2f} → {smooth[-1][1]:.2f}" if smooth else ""])
+    return markdown_table(["RL run", "prompts drawn", "kept at the edge (each selection)",
+                           f"train reward (running mean of {REWARD_SMOOTHING} steps), step 1 → last"], rows)
 
 
 def rl_metrics(ctx: StudyContext, job_name: str) -> tuple[list[dict], list[dict]]:

@@ -24,7 +24,7 @@ def test_edge_study_end_to_end(edge_micro):
     text = report.read_text()
     assert report == tmp / "reports" / "edge-micro" / "report.md"
     for needle in ("What the paper says", "Training data, as drawn", "pass@k (verified) by band", "Change in edge-band",
-                   "## Jobs"):
+                   "kept at the edge", "## Jobs"):
         assert needle in text
     assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**",
                                    "**Precondition not met**"))
