@@ -1154,8 +1154,7 @@ def generate_lines(parts: list[Part], n: int, seed: int = 0, split: str = "all",
     pool = None
     if workers > 1:
         import multiprocessing as mp
-        # not "fork": a forked child of a process with threads (torch's, a DDP rank's) can deadlock -- pre-training
-        # data built by two workers inside a DDP rank once hung for good on its last chunk
+        # not "fork": a forked child of a process with threads (torch's, a DDP rank's) can deadlock
         pool = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn").Pool(workers)
     try:
         done, start = 0, 0

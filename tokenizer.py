@@ -543,11 +543,13 @@ def encode_records(tok, records, max_seq_len: int = 2048, writer: ShardWriter | 
     seconds = time.perf_counter() - t0
 
     def table(key):  # {value: {"samples": s, "tokens": t, "tokens_per_sample": t / s}}, sorted by value
-        return {str(v): {"samples": c, "tokens": tokens_by[key][v], "tokens_per_sample": round(tokens_by[key][v] / c, 1),
+        return {str(v): {"samples": c, "tokens": tokens_by[key][v],
+                         "tokens_per_sample": round(tokens_by[key][v] / c, 1),
                          **({"distinct": len(ids_by_op[v])} if key == "op" else {})}
                 for v, c in sorted(counts[key].items())}
 
-    return {"samples": n_samples, "distinct": sum(map(len, ids_by_op.values())), "tokens": n_tokens, "rows": n_rows, "padded_tokens": n_rows * max_seq_len,
+    return {"samples": n_samples, "distinct": sum(map(len, ids_by_op.values())), "tokens": n_tokens, "rows": n_rows,
+            "padded_tokens": n_rows * max_seq_len,
             "packing_efficiency": round(n_tokens / max(1, n_rows * max_seq_len), 4),
             "split_samples": packer.n_split, "longest_sample": longest,
             "tokens_per_sample": round(n_tokens / max(1, n_samples), 1),
