@@ -392,9 +392,8 @@ def side_steps(ctx: StudyContext) -> dict:
     recipe such as op 2-4 has few distinct problems, and generating 200,000 of them costs minutes)."""
     if not ctx.sc.side_steps:
         return {}
-    conf = preset_config(pretrain.Config, pretrain.PRESETS, ctx.sc.pretrain["preset"],
-                         **{k: v for k, v in ctx.sc.pretrain.items() if k != "preset"})
-    problems = round(conf.train_problems * ctx.sc.side_steps / conf.max_steps)
+    conf = ctx.pretrain("probe", ctx.recipe("2")).config  # the scale's base settings, as every job gets them
+    problems = round(conf["train_problems"] * ctx.sc.side_steps / conf["max_steps"])
     return dict(max_steps=ctx.sc.side_steps, train_problems=problems)
 
 
