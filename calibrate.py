@@ -201,12 +201,12 @@ def run_rl_sweep(cfg: Config, device) -> Path:
             for j in (job, *(ev for _, ev in evals)):
                 study.run_job(ctx, j, str(device))
             rows += [rl_row(ctx, trial, job, step, ev) for step, ev in sorted(evals, key=lambda e: e[0] or 10**9)]
-    k = ctx.sc.eval_n
+    k, beyond = ctx.sc.eval_n, f", {ctx.sc.eval_beyond} above ID" if ctx.sc.eval_beyond else ""
     out = Path(cfg.reports_dir) / f"calibration-{cfg.scale}" / "rl.md"
     lines = [f"# RL sweep, {cfg.scale} scale", "",
              f"RL on the base model's edge band (op {study.ops(ctx.bands['edge'])}) with some settings changed, from "
              "the edge study's base model and evaluated as the edge study evaluates (verified pass@k, "
-             f"{ctx.sc.eval_per_op} held-out problems per op x {k} samples). Δ: paired over the edge band's problems "
+             f"{ctx.sc.eval_per_op} held-out problems per op{beyond} x {k} samples). Δ: paired over the edge band's problems "
              "against the base model, ± standard error. Every trial is kept; the edge study's own runs are rows too.",
              "", f"Rerun: `python calibrate.py --scale {cfg.scale} --rl` (finished runs are reused).", "",
              markdown_table([h.replace("@K", f"@{k}") for h in RL_HEADER], [[str(c) for c in r] for r in rows]), ""]

@@ -71,7 +71,9 @@ class Scale:
     mid_share: float = 0.8  # mid-training mixture: this share on the edge band, the rest on ID (paper 0.8)
     budget_rl_steps: int = 0  # midtrain study: RL steps that the whole budget T buys (beta = 1)
     weak_pool_sizes: tuple = (8, 64)  # scarce-data RL pools (plus the full pool)
-    weak_pool: int = 0  # weak_supervision: prompts drawn before the edge selection (0: as the scale's RL pool)
+    eval_beyond: int = 0  # held-out problems per op above ID in the all-bands set (0: eval_per_op): where pass@k is
+    #                       near 0, one problem of 16 moves it by 6 points
+    edge_drawn: int = 0  # prompts drawn for an RL run on the edge pool before its edge selection (0: the preset's)
     side_steps: int = 0  # pre-training steps of the context and pretrain_exposure base models (0: as the scale's base)
     seconds_hint: str = ""  # expected wall time of the edge study, for the log
     ladder: tuple = ()  # op range of the base model's ladder; set: edge and hard are measured, not fixed
@@ -99,7 +101,7 @@ SCALES = {
                   edge_pools=("ID", "edge", "hard"), edge_reselect=1000,
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=256, crossover_n=256, context_ops=(3, 6), contexts="zoo", budget_rl_steps=40,
-                  side_steps=2000, weak_pool=1024,
+                  side_steps=2000, edge_drawn=1024, eval_beyond=64,
                   seconds_hint="pre-training 31-35 minutes on 2 CPU cores, each RL run 2-4 minutes, each evaluation "
                                "under a minute: about 46 minutes in all",
                   notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
@@ -307,7 +309,10 @@ class StudyContext:
         """The held-out set of every study but `context`: every op from the bottom of ID to the top of hard (of
         the ladder, where bands are measured)."""
         top = self.sc.ladder[1] if self.sc.ladder else self.sc.bands["hard"][1]
-        return self.evalset("all-bands", (self.sc.bands["ID"][0], top))
+        (lo, hi), beyond = self.sc.bands["ID"], self.sc.eval_beyond
+        if not beyond:
+            return self.evalset("all-bands", (lo, top))
+        return self.evalset(f"all-bands-beyond{beyond}", (lo, top), per_op={op: beyond for op in range(hi + 1, top + 1)})
 
     def ladder_job(self) -> Job:
         """The base model's evaluation on every op of the all-bands set: its ladder, and its row in the reports."""
@@ -315,22 +320,23 @@ class StudyContext:
         job.note = "the base model on every op: its ladder"
         return job
 
-    def evalset(self, name: str, op_range: tuple, contexts: str = "", modes: str = "forward") -> Path:
-        """A fixed held-out set (split test) of exactly eval_per_op problems for every op of the range, written
-        when the first job that reads it runs (planning writes nothing)."""
+    def evalset(self, name: str, op_range: tuple, contexts: str = "", modes: str = "forward",
+                per_op: dict | None = None) -> Path:
+        """A fixed held-out set (split test) of exactly eval_per_op problems for every op of the range (`per_op`:
+        other counts for some ops), written when the first job that reads it runs (planning writes nothing)."""
         path = self.dir / "evalsets" / f"{name}.jsonl"
-        self.evalsets[path] = (op_range, contexts or self.sc.contexts, modes)
+        self.evalsets[path] = (op_range, contexts or self.sc.contexts, modes, per_op or {})
         return path
 
     def write_evalset(self, path: Path) -> None:
         if path.exists() or path not in self.evalsets:
             return
-        (lo, hi), contexts, modes = self.evalsets[path]
+        (lo, hi), contexts, modes, per_op = self.evalsets[path]
         lines = []
-        for op in range(lo, hi + 1):
+        for op in range(lo, hi + 1):  # an op's problems are the first of its stream: a larger set extends a smaller
             parts = datagen.parse_recipe(self.recipe(str(op), contexts, modes))
-            lines += [item.json for item in datagen.generate_lines(parts, self.sc.eval_per_op, seed=1000 + op,
-                                                                 split="test")]
+            lines += [item.json for item in datagen.generate_lines(parts, per_op.get(op, self.sc.eval_per_op),
+                                                                 seed=1000 + op, split="test")]
         atomic_write(path, lambda f: f.write("".join(line + "\n" for line in lines).encode()))
 
 
@@ -363,7 +369,10 @@ def pool_rl_job(ctx: StudyContext, base: Job, pool: str, seed: int = 0) -> Job:
 
 def edge_variant(ctx: StudyContext, base: Job, prefix: str, label: str, note: str, **settings) -> Job:
     """RL on the edge pool with some settings changed, named prefix + label; where the settings are the scale's
-    own, the edge study's run itself (one job, one name)."""
+    own, the edge study's run itself, and where they are a reward variant of the process_reward study, its run
+    (one job, one name)."""
+    prefix, label = next((("rl-edge-", other) for other, kw in PROCESS_VARIANTS.items() if kw == settings),
+                         (prefix, label))
     name = prefix + "".join(c for c in label if c.isalnum())
     job = ctx.grpo(name, base, ctx.pools["edge"], note=note, **edge_filter(ctx), **settings)
     edge_run = pool_rl_job(ctx, base, "edge")
@@ -371,8 +380,11 @@ def edge_variant(ctx: StudyContext, base: Job, prefix: str, label: str, note: st
 
 
 def edge_filter(ctx: StudyContext, pool: str = "edge") -> dict:
-    """The edge pool is filtered to the model's edge where the scale sets `edge_reselect` (every RL run on it)."""
-    return dict(reselect_every=ctx.sc.edge_reselect) if pool == "edge" and ctx.sc.edge_reselect else {}
+    """The edge pool is filtered to the model's edge where the scale sets `edge_reselect` (every RL run on it),
+    from `edge_drawn` prompts where it sets that: a model that solves 1 % of an op keeps few of a small draw."""
+    if pool != "edge" or not ctx.sc.edge_reselect:
+        return {}
+    return dict(reselect_every=ctx.sc.edge_reselect, **({"pool_size": ctx.sc.edge_drawn} if ctx.sc.edge_drawn else {}))
 
 
 def plan_crossover(ctx: StudyContext, plan: Plan) -> None:
@@ -510,21 +522,20 @@ def plan_weak_supervision(ctx: StudyContext, plan: Plan) -> None:
     base = plan.add(ctx.base())
     evalset = ctx.all_bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
-    # the scarce pools are the first k prompts of the full pool (at the model's edge where the scale selects it);
-    # `weak_pool` draws the full pool large so that its selection usually exceeds k -- where it does not, the
-    # report's "RL prompts" column shows the scarce run trained on all of it
-    drawn = dict(pool_size=sc.weak_pool) if sc.weak_pool else {}
-    variants = {"all prompts": dict(drawn)}
-    variants.update({f"{k} prompts": dict(drawn, max_prompts=k) for k in sc.weak_pool_sizes})
+    # the scarce pools are the first k prompts of the full pool (at the model's edge where the scale selects it,
+    # from `edge_drawn` prompts); where the selection has fewer than k, the report's "RL prompts" column shows the
+    # scarce run trained on all of it
+    variants = {"all prompts": {}}
+    variants.update({f"{k} prompts": dict(max_prompts=k) for k in sc.weak_pool_sizes})
     # label noise flips a binary reward, and a majority vote only defines an outcome reward: where the scale's RL
     # uses the process reward, the noise variants use the strict one (verified or not) and the vote the outcome one
     binary = {} if ctx.grpo("probe", base, ctx.pools["edge"]).config["reward"] != "process" else dict(reward="strict")
     tag = " (strict reward)" if binary else ""
-    variants.update({f"noise 0.1{tag}": dict(drawn, reward_noise=0.1, **binary),
-                     f"noise 0.3{tag}": dict(drawn, reward_noise=0.3, **binary),
-                     "majority vote": dict(drawn, pseudo_label="majority", reward="outcome")})
+    variants.update({f"noise 0.1{tag}": dict(reward_noise=0.1, **binary),
+                     f"noise 0.3{tag}": dict(reward_noise=0.3, **binary),
+                     "majority vote": dict(pseudo_label="majority", reward="outcome")})
     if binary:  # the clean run of the reward the noise variants flip
-        variants["noise 0" + tag] = dict(drawn, **binary)
+        variants["noise 0" + tag] = dict(binary)
     for label, kw in variants.items():  # a variant whose settings are the edge study's own reuses that run
         job = edge_variant(ctx, base, "rl-weak-", label, f"RL on edge, {label}", **kw)
         plan.evals[label] = plan.add(ctx.eval(plan.add(job), evalset, sc.eval_n, ctx.bands))

@@ -1,5 +1,6 @@
 """End-to-end smoke test of the study runner at micro scale: every stage runs, re-runs reuse, interrupts resume."""
 
+import collections
 import dataclasses
 import json
 from pathlib import Path
@@ -270,8 +271,24 @@ def test_no_edge_plans_no_rl(tmp_path):
     assert list(rl) == ["rl-ID", "rl-edge", "rl-edge-s1", "rl-hard"]  # the scale's pools; two seeds on the edge
     assert {rl["rl-edge"]["seed"], rl["rl-edge-s1"]["seed"]} == {0, 1}
     assert all(c["pool"].endswith(ctx.sc.data) for c in rl.values())  # every pool carries the scale's data items
-    reselect = study.SCALES["tiny"].edge_reselect
-    assert [c["reselect_every"] for c in rl.values()] == [0, reselect, reselect, 0]  # only the edge pool is filtered
+    tiny = study.SCALES["tiny"]
+    assert [c["reselect_every"] for c in rl.values()] == [0, tiny.edge_reselect, tiny.edge_reselect, 0]  # only edge
+    assert [c["pool_size"] for c in rl.values()][1:3] == [tiny.edge_drawn] * 2  # ... drawn large before the filter
+    assert rl["rl-ID"]["pool_size"] != tiny.edge_drawn
+
+
+def test_held_out_set_has_more_problems_above_the_range(tmp_path, monkeypatch):
+    sc = dataclasses.replace(study.SCALES["micro"], eval_per_op=2, eval_beyond=5, ladder=(2, 5))
+    monkeypatch.setitem(study.SCALES, "micro", sc)
+    ctx = study.StudyContext("micro", str(tmp_path / "runs"), str(tmp_path / "reports"), 1)
+    path = ctx.all_bands_evalset()
+    ctx.write_evalset(path)
+    ops = collections.Counter(json.loads(line)["op"] for line in path.read_text().splitlines())
+    assert ops == {2: 2, 3: 2, 4: 5, 5: 5}  # ID = op 2-3 at micro
+    plain = dataclasses.replace(sc, eval_beyond=0)
+    monkeypatch.setitem(study.SCALES, "micro", plain)
+    assert study.StudyContext("micro", str(tmp_path / "runs"), str(tmp_path / "reports"), 1).all_bands_evalset() \
+        != path  # another set, another file: a finished evaluation of the other is never reused for it
 
 
 def test_edge_verdict_thresholds():
