@@ -152,7 +152,7 @@ def rl_jobs(ctx: study.StudyContext, trial: RLTrial) -> tuple[study.Job, list[tu
         own = study.pool_rl_job(ctx, base, "edge", seed)
         if own.config == job.config:
             job = own
-    evalset, n = ctx.all_bands_evalset(), ctx.sc.eval_n
+    evalset, n = ctx.bands_evalset(), ctx.sc.eval_n
     evals = [(None, ctx.eval(job.name, evalset, n, ctx.bands))]
     for step in trial.at:
         ev = ctx.eval(job.name, evalset, n, ctx.bands, suffix=f"-s{step}")

@@ -305,14 +305,21 @@ class StudyContext:
                 "bands": ",".join(f"{k}={ops(v)}" for k, v in bands.items()), "keep_text": 1, "show_mistakes": 2}
         return Job(f"eval-{model_job}{suffix}", "eval", conf)
 
-    def all_bands_evalset(self) -> Path:
+    def all_bands_evalset(self, bands_only: bool = False) -> Path:
         """The held-out set of every study but `context`: every op from the bottom of ID to the top of hard (of
-        the ladder, where bands are measured)."""
+        the ladder, where bands are measured), which the base model's ladder samples; with `bands_only`, the same
+        problems on the ops of the bands alone, which every other model of these studies is evaluated on."""
         top = self.sc.ladder[1] if self.sc.ladder else self.sc.bands["hard"][1]
         (lo, hi), beyond = self.sc.bands["ID"], self.sc.eval_beyond
-        if not beyond:
-            return self.evalset("all-bands", (lo, top))
-        return self.evalset(f"all-bands-beyond{beyond}", (lo, top), per_op={op: beyond for op in range(hi + 1, top + 1)})
+        per_op = {op: beyond for op in range(hi + 1, top + 1)} if beyond else {}
+        name = "all-bands" + (f"-beyond{beyond}" if beyond else "")
+        if bands_only:
+            per_op.update({op: 0 for op in range(lo, top + 1) if evaluate.band_of(op, self.bands) is None})
+            name = "bands-" + "_".join(ops(rng) for rng in self.bands.values()) + (f"-beyond{beyond}" if beyond else "")
+        return self.evalset(name, (lo, top), per_op=per_op)
+
+    def bands_evalset(self) -> Path:
+        return self.all_bands_evalset(bands_only=True)
 
     def ladder_job(self) -> Job:
         """The base model's evaluation on every op of the all-bands set: its ladder, and its row in the reports."""
@@ -323,7 +330,8 @@ class StudyContext:
     def evalset(self, name: str, op_range: tuple, contexts: str = "", modes: str = "forward",
                 per_op: dict | None = None) -> Path:
         """A fixed held-out set (split test) of exactly eval_per_op problems for every op of the range (`per_op`:
-        other counts for some ops), written when the first job that reads it runs (planning writes nothing)."""
+        other counts for some ops, 0 to leave one out), written when the first job that reads it runs (planning
+        writes nothing)."""
         path = self.dir / "evalsets" / f"{name}.jsonl"
         self.evalsets[path] = (op_range, contexts or self.sc.contexts, modes, per_op or {})
         return path
@@ -335,8 +343,9 @@ class StudyContext:
         lines = []
         for op in range(lo, hi + 1):  # an op's problems are the first of its stream: a larger set extends a smaller
             parts = datagen.parse_recipe(self.recipe(str(op), contexts, modes))
-            lines += [item.json for item in datagen.generate_lines(parts, per_op.get(op, self.sc.eval_per_op),
-                                                                 seed=1000 + op, split="test")]
+            count = per_op.get(op, self.sc.eval_per_op)
+            lines += [item.json for item in datagen.generate_lines(parts, count, seed=1000 + op, split="test")] \
+                if count else []
         atomic_write(path, lambda f: f.write("".join(line + "\n" for line in lines).encode()))
 
 
@@ -348,7 +357,7 @@ def plan_edge(ctx: StudyContext, plan: Plan) -> None:
     band; the edge pool with `rl_seeds` seeds (and filtered to the model's edge where `edge_reselect` is set)."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.all_bands_evalset()
+    evalset = ctx.bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
     for pool, rng in ctx.pools.items():
         if pool not in sc.edge_pools:
@@ -392,7 +401,7 @@ def plan_crossover(ctx: StudyContext, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
     rl = plan.add(pool_rl_job(ctx, base, "edge"))
-    evalset = ctx.all_bands_evalset()
+    evalset = ctx.bands_evalset()
     suffix = f"-n{sc.crossover_n}"
     plan.evals["base"] = plan.add(ctx.eval(base, evalset, sc.crossover_n, ctx.bands, suffix))
     plan.evals["RL edge"] = plan.add(ctx.eval(rl, evalset, sc.crossover_n, ctx.bands, suffix))
@@ -447,7 +456,7 @@ def plan_midtrain(ctx: StudyContext, plan: Plan) -> None:
     """F3: one compute budget T split as mid-training (1 - beta) T + RL beta T, beta in MID_BETAS."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.all_bands_evalset()
+    evalset = ctx.bands_evalset()
     probe = ctx.grpo("probe", base, ctx.pools["edge"]).config
     step_cost = rl_step_tokens(probe, prompt_len=mean_prompt_tokens(ctx.pools["edge"]))
     budget = sc.budget_rl_steps * step_cost  # T, in token-equivalents
@@ -485,7 +494,7 @@ def plan_process_reward(ctx: StudyContext, plan: Plan) -> None:
     """F4: RL on the edge pool with outcome, process (alpha 0.2 / 0.5) and strict rewards."""
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.all_bands_evalset()
+    evalset = ctx.bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
     for label, kw in PROCESS_VARIANTS.items():
         job = edge_variant(ctx, base, "rl-edge-", label, f"RL on edge, {label} reward", **kw)
@@ -499,7 +508,7 @@ def plan_pretrain_exposure(ctx: StudyContext, plan: Plan) -> None:
     sc = ctx.sc
     lo, hi = ctx.bands["ID"]
     cut = hi - max(1, (hi - lo + 1) // 3) + 1  # the upper range, e.g. op 8-10 of 2-10
-    evalset = ctx.all_bands_evalset()
+    evalset = ctx.bands_evalset()
     tail, t = mix_tail(sc.mix, hi)  # every base model of the scale keeps its sparse tail above the range
     for h in HARD_SHARES:
         shares = [(ops((lo, cut - 1)), 1 - h / 100), (ops((cut, hi)), h / 100)]
@@ -520,7 +529,7 @@ def mix_tail(mix: str, top: int) -> tuple[str, float]:
 def plan_weak_supervision(ctx: StudyContext, plan: Plan) -> None:
     sc = ctx.sc
     base = plan.add(ctx.base())
-    evalset = ctx.all_bands_evalset()
+    evalset = ctx.bands_evalset()
     plan.evals["base"] = plan.add(ctx.ladder_job())
     # the scarce pools are the first k prompts of the full pool (at the model's edge where the scale selects it,
     # from `edge_drawn` prompts); where the selection has fewer than k, the report's "RL prompts" column shows the

@@ -285,6 +285,12 @@ def test_held_out_set_has_more_problems_above_the_range(tmp_path, monkeypatch):
     ctx.write_evalset(path)
     ops = collections.Counter(json.loads(line)["op"] for line in path.read_text().splitlines())
     assert ops == {2: 2, 3: 2, 4: 5, 5: 5}  # ID = op 2-3 at micro
+    # every model but the base model's ladder samples the ops of the bands alone: the ladder's problems there
+    ctx.bands = {"ID": (2, 3), "edge": (5, 5)}
+    only = ctx.bands_evalset()
+    ctx.write_evalset(only)
+    ladder = [line for line in path.read_text().splitlines() if json.loads(line)["op"] != 4]
+    assert only.read_text().splitlines() == ladder and only != path
     plain = dataclasses.replace(sc, eval_beyond=0)
     monkeypatch.setitem(study.SCALES, "micro", plain)
     assert study.StudyContext("micro", str(tmp_path / "runs"), str(tmp_path / "reports"), 1).all_bands_evalset() \
