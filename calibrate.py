@@ -206,8 +206,9 @@ def run_rl_sweep(cfg: Config, device) -> Path:
     lines = [f"# RL sweep, {cfg.scale} scale", "",
              f"RL on the base model's edge band (op {study.ops(ctx.bands['edge'])}) with some settings changed, from "
              "the edge study's base model and evaluated as the edge study evaluates (verified pass@k, "
-             f"{ctx.sc.eval_per_op} held-out problems per op{beyond} x {k} samples). Δ: paired over the edge band's problems "
-             "against the base model, ± standard error. Every trial is kept; the edge study's own runs are rows too.",
+             f"{ctx.sc.eval_per_op} held-out problems per op{beyond} x {k} samples). Δ: paired over the edge band's "
+             "problems against the base model, ± standard error. Every trial is kept; the edge study's own runs are "
+             "rows too.",
              "", f"Rerun: `python calibrate.py --scale {cfg.scale} --rl` (finished runs are reused).", "",
              markdown_table([h.replace("@K", f"@{k}") for h in RL_HEADER], [[str(c) for c in r] for r in rows]), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -285,11 +286,11 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
              f"Rerun: `python calibrate.py --scale {scale}` (finished rows are reused). The ladder columns give "
              f"verified pass@1 and pass@{k} in % per op, lowest op first. Wall time: pre-training only, on the "
              "machine named in each run's config.json (proxies shared 2 cores two at a time).", "",
-             "The rows kept in rows.json were measured while pre-training data were deduplicated by problem id, "
-             "which starves an op with few distinct problems: the recipe column gives the weights asked for, not "
-             "those drawn (the chosen row asked .198 / .297 / .495 / .01 of op 2-3 / 4-5 / 6 / 7-9 and drew "
-             ".064 / .151 / .768 / .018). Pre-training now keeps every draw; the edge study's report prints its "
-             "base model's data as drawn.", "",
+             "The trial rows were measured while pre-training data were deduplicated by problem id, which starves "
+             "an op with few distinct problems: their recipe column gives the weights asked for, not those drawn "
+             "(op2-6-d0-tail1-20M asked .198 / .297 / .495 / .01 of op 2-3 / 4-5 / 6 / 7-9 and drew .064 / .151 / "
+             ".768 / .018). Pre-training now keeps every draw; the `chosen` row is the edge study's own base model, "
+             "whose report prints its data as drawn.", "",
              markdown_table([h.replace("@K", f"@{k}") for h in HEADER], rows), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(kept_path, lambda f: json.dump(kept, f, indent=1), binary=False)
