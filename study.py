@@ -635,6 +635,13 @@ def load_eval(ctx: StudyContext, job_name: str) -> tuple[dict, list[dict]]:
     return _read_eval(out, (out / "results.json").stat().st_mtime_ns)
 
 
+def by_study_bands(ctx: StudyContext, job_name: str, bands: dict) -> dict:
+    """An evaluation's report with its pass@k per band counted by the study's bands: the base model's ladder is
+    sampled before the bands are read off it, so its own report knows only the pre-training range."""
+    rep, rows = load_eval(ctx, job_name)
+    return {**rep, "pass_at_k": {**rep["pass_at_k"], "band": evaluate.pass_at_k_by(rows, "band", None, bands)}}
+
+
 @functools.lru_cache(maxsize=128)
 def _read_eval(out: Path, _version: int) -> tuple[dict, list[dict]]:
     (label, rep), = json.loads((out / "results.json").read_text())["reports"].items()
@@ -1367,8 +1374,8 @@ def write_report(ctx: StudyContext, plan: Plan, seconds: dict, device, bands_why
     if lacks_bands(plan.study, ctx):
         return write_precondition_report(ctx, plan, seconds, device, bands_why)
     body, numbers = STUDIES[plan.study].report(ctx, plan)
-    reports = {label: eval_results(ctx, job)[0] for label, job in plan.evals.items()}
     bands = STUDIES[plan.study].bands(ctx)
+    reports = {label: by_study_bands(ctx, job, bands) for label, job in plan.evals.items()}
     evaluate.plot_pass_at_k(reports, bands, out / "pass_at_k.png", "verified",
                             title=f"{plan.study} ({ctx.name} scale): pass@k, verified")
     evaluate.plot_by_op(reports, out / "pass_by_op.png", "verified")

@@ -44,6 +44,16 @@ def test_edge_study_end_to_end(edge_micro):
     assert (runs / "tokenizer.json").exists()
 
 
+def test_plots_count_every_model_by_the_study_bands(edge_micro):
+    """The base model's ladder is sampled before the bands are known; its curves are counted by them anyway."""
+    cfg, _, tmp = edge_micro
+    ctx = study.StudyContext("micro", cfg.runs_dir, cfg.reports_dir, 1)
+    rep = study.by_study_bands(ctx, "eval-base", {"ID": (2, 3), "edge": (4, 6)})
+    per_op = study.load_eval(ctx, "eval-base")[0]["pass_at_k"]["op"]
+    assert list(rep["pass_at_k"]["band"]) == ["ID", "edge"]
+    assert rep["pass_at_k"]["band"]["edge"]["problems"] == sum(per_op[op]["problems"] for op in ("4", "5", "6"))
+
+
 def test_rerun_reuses_everything(edge_micro, capsys):
     cfg, _, tmp = edge_micro
     study.main(cfg)
