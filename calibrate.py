@@ -108,6 +108,9 @@ TRIALS = {
               dict(CHOSEN, bands="2-3,4-5,6-6,7-9")),
         Trial("chosen", "the tiny scale as set (the edge study's own base model, runs/tiny): op2-6-d0-tail1-20M",
               study_runs=True),
+        Trial("chosen-packed", "the tiny scale as set with plain packing (`--doc_mask false`, as the paper): every "
+              "token attends to the earlier samples of its row and positions run on across them, where the chosen "
+              "model restarts both at each sample, as at sampling", pretrain=dict(doc_mask=False)),
     ],
 }
 
