@@ -109,7 +109,9 @@ SCALES = {
                          "half of them this 1.1M-parameter model often names a quantity by the type of one sentence "
                          "and the place of another, and solves op 6 in 8-9 % of its samples); variable letters in "
                          "sequence from a random start (`letters=sequential`); the loss on solution tokens only "
-                         "(`--loss_on solution`); bf16.",
+                         "(`--loss_on solution`); bf16; attention and positions restart at each packed sample "
+                         "(`--doc_mask`, as at sampling; the paper packs without a mask: calibration row "
+                         "chosen-packed).",
                          "Deviation: pre-training has a 1 % tail of op 7-9 (a third of a percent each), as in the "
                          "sparse exposure of the paper's A.7. Without it (calibration row op2-6-d0-20M) the model "
                          "solves op 2-6 (verified pass@32 100 %) and none of 512 samples at each op from 7 to 12: "
