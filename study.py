@@ -102,8 +102,8 @@ SCALES = {
                   pretrain=dict(preset="tiny"), grpo=dict(preset="tiny"), eval_per_op=16, eval_n=32,
                   eval_max_new=256, crossover_n=256, context_ops=(3, 6), contexts="zoo", budget_rl_steps=40,
                   side_steps=2000, edge_drawn=1024, eval_beyond=64,
-                  seconds_hint="pre-training 30-32 minutes on 2 CPU cores, each RL run 2-5 minutes, each evaluation 1-3 "
-                               "minutes: about 55 minutes in all",
+                  seconds_hint="pre-training 30-32 minutes on 2 CPU cores, each RL run 2-5 minutes, each "
+                               "evaluation 1-3 minutes: about 55 minutes in all",
                   notes=("Scale-downs (SPEC §2): sums and totals of at most two operands (`operands=2`), so every "
                          "kind of step above op 6 occurs in op 2-6; no distractor sentences (`distractors=0`: with "
                          "half of them this 1.1M-parameter model often names a quantity by the type of one sentence "
