@@ -314,11 +314,11 @@ class StudyContext:
         top = self.sc.ladder[1] if self.sc.ladder else self.sc.bands["hard"][1]
         (lo, hi), beyond = self.sc.bands["ID"], self.sc.eval_beyond
         per_op = {op: beyond for op in range(hi + 1, top + 1)} if beyond else {}
-        name = "all-bands" + (f"-beyond{beyond}" if beyond else "")
+        name = "all-bands"
         if bands_only:
             per_op.update({op: 0 for op in range(lo, top + 1) if evaluate.band_of(op, self.bands) is None})
-            name = "bands-" + "_".join(ops(rng) for rng in self.bands.values()) + (f"-beyond{beyond}" if beyond else "")
-        return self.evalset(name, (lo, top), per_op=per_op)
+            name = "bands-" + "_".join(ops(rng) for rng in self.bands.values())
+        return self.evalset(name + (f"-beyond{beyond}" if beyond else ""), (lo, top), per_op=per_op)
 
     def bands_evalset(self) -> Path:
         return self.all_bands_evalset(bands_only=True)
@@ -345,9 +345,8 @@ class StudyContext:
         lines = []
         for op in range(lo, hi + 1):  # an op's problems are the first of its stream: a larger set extends a smaller
             parts = datagen.parse_recipe(self.recipe(str(op), contexts, modes))
-            count = per_op.get(op, self.sc.eval_per_op)
-            lines += [item.json for item in datagen.generate_lines(parts, count, seed=1000 + op, split="test")] \
-                if count else []
+            count = per_op.get(op, self.sc.eval_per_op)  # 0: none
+            lines += [item.json for item in datagen.generate_lines(parts, count, seed=1000 + op, split="test")]
         atomic_write(path, lambda f: f.write("".join(line + "\n" for line in lines).encode()))
 
 
@@ -395,7 +394,10 @@ def edge_filter(ctx: StudyContext, pool: str = "edge") -> dict:
     from `edge_drawn` prompts where it sets that: a model that solves 1 % of an op keeps few of a small draw."""
     if pool != "edge" or not ctx.sc.edge_reselect:
         return {}
-    return dict(reselect_every=ctx.sc.edge_reselect, **({"pool_size": ctx.sc.edge_drawn} if ctx.sc.edge_drawn else {}))
+    settings = dict(reselect_every=ctx.sc.edge_reselect)
+    if ctx.sc.edge_drawn:
+        settings["pool_size"] = ctx.sc.edge_drawn
+    return settings
 
 
 def plan_crossover(ctx: StudyContext, plan: Plan) -> None:
