@@ -111,6 +111,13 @@ TRIALS = {
         Trial("chosen-packed", "the tiny scale as set with plain packing (`--doc_mask false`, as the paper): every "
               "token attends to the earlier samples of its row and positions run on across them, where the chosen "
               "model restarts both at each sample, as at sampling", pretrain=dict(doc_mask=False)),
+        Trial("chosen-curriculum", "the tiny scale as set with an easy-first curriculum (`--curriculum`): the "
+              "problems packed in op order, and the rows the 5,000 steps read (a random two thirds, as shuffled) "
+              "read lowest op first, so the mix seen is unchanged", pretrain=dict(curriculum=True)),
+        Trial("chosen-constant-lr", "the tiny scale as set with a constant learning rate after the warm-up "
+              "(`--min_lr 2e-3`, the peak) instead of the cosine decay to 2e-4", pretrain=dict(min_lr=2e-3)),
+        Trial("chosen-fp32", "the tiny scale as set in fp32 (`--dtype fp32`) instead of bf16 autocast: what bf16's "
+              "speed costs in learning, if anything", pretrain=dict(dtype="fp32")),
     ],
 }
 

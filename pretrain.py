@@ -72,6 +72,7 @@ class Config:
     seq_len: int = opt(512, "tokens per packed row (at most the model's max_seq_len)")
     doc_mask: bool = opt(True, "attend only within each packed sample, its positions starting at 0 (as at sampling)")
     loss_on: str = opt("all", "all: every token of the text (the paper) | solution: only what follows <solution>")
+    curriculum: bool = opt(False, "easy first: problems packed in op order, the rows of the run read in that order")
     workers: int = opt(1, "processes for data generation")
     # --- optimization (SPEC §7 at paper scale)
     max_steps: int = opt(2200, "optimizer steps")
@@ -161,7 +162,8 @@ def prepare_data(cfg: Config, tokenizer_path: Path, master: bool) -> tuple[Path,
         if not tokenizer_path.exists():
             ensure_tokenizer(tokenizer_path, cfg.tokenizer_problems, cfg.vocab_size, cfg.data_seed, cfg.workers)
         index_path = shard_dir / "index.json"
-        want = {"recipe": spec, "n": cfg.train_problems, "seed": cfg.data_seed, "split": "train", "draws": "all"}
+        want = {"recipe": spec, "n": cfg.train_problems, "seed": cfg.data_seed, "split": "train", "draws": "all",
+                "order": "op" if cfg.curriculum else None}
         if index_path.exists():  # shards built for another recipe must never be trained on silently
             index = load_json(index_path, "shard index")
             src = index.get("source", {}) if isinstance(index, dict) else {}
@@ -173,6 +175,8 @@ def prepare_data(cfg: Config, tokenizer_path: Path, master: bool) -> tuple[Path,
             # every draw is kept, so that the recipe's weights hold where an op has few distinct problems
             lines = datagen.generate_lines(recipe_parts(cfg), cfg.train_problems, cfg.data_seed, "train", cfg.workers,
                                            distinct=False)
+            if cfg.curriculum:  # stable: within an op, the order drawn
+                lines = sorted(lines, key=lambda item: item.op)
             tok_lib.write_shards(tok_lib.load_tokenizer(tokenizer_path), (json.loads(item.json) for item in lines),
                                  shard_dir, max_seq_len=cfg.seq_len, total=cfg.train_problems, progress=True,
                                  source=want)
@@ -188,11 +192,14 @@ class RowLoader:
     """Global batches of packed rows in a seeded random order, epoch after epoch.
 
     The order is a pure function of (seed, epoch), so the position (epoch, cursor) is all a checkpoint needs
-    for an exact resume. Each process takes every world-th row of the global batch.
+    for an exact resume. Each process takes every world-th row of the global batch. With `ordered` > 0 the
+    first epoch reads a random `ordered` of the rows in shard order first: a curriculum when the shards are
+    sorted, with the mix of the rows read unchanged.
     """
 
-    def __init__(self, shards, batch_rows: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, shards, batch_rows: int, seed: int, rank: int = 0, world: int = 1, ordered: int = 0):
         self.shards, self.batch_rows, self.seed, self.rank, self.world = shards, batch_rows, seed, rank, world
+        self.ordered = ordered
         self.epoch, self.cursor = 0, 0
         self._perm = None
 
@@ -200,6 +207,8 @@ class RowLoader:
         if self._perm is None:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             self._perm = torch.randperm(len(self.shards), generator=g)
+            if self.epoch == 0 and self.ordered:
+                self._perm[:self.ordered] = self._perm[:self.ordered].sort().values
         return self._perm
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,10 +224,11 @@ class RowLoader:
         return torch.as_tensor(tokens, dtype=torch.long), torch.as_tensor(lengths, dtype=torch.long)
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        return {"epoch": self.epoch, "cursor": self.cursor, "ordered": self.ordered}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:  # the run's own `ordered`, even where --max_steps changed
         self.epoch, self.cursor, self._perm = state["epoch"], state["cursor"], None
+        self.ordered = state.get("ordered", 0)
 
 
 def inputs_from_rows(tokens: torch.Tensor, lengths: torch.Tensor, doc_mask: bool, loss_on: str = "all"):
@@ -407,7 +417,8 @@ def train(cfg: Config, dist) -> dict:
     seed_everything(cfg.seed)
     model = build_model(cfg, weights, tok.get_vocab_size(), resuming=resume_state is not None).to(device)
     optimizer = make_optimizer(model, cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
-    loader = RowLoader(shards, rows_per_step, cfg.seed, dist.rank, dist.world)
+    loader = RowLoader(shards, rows_per_step, cfg.seed, dist.rank, dist.world,
+                       ordered=cfg.max_steps * rows_per_step if cfg.curriculum else 0)
     start_step, tokens_seen, valid_seen = 0, 0, 0
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])

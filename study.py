@@ -281,7 +281,8 @@ class StudyContext:
             p["model_args"] = ""  # mid-training continues the checkpoint's model as it is
         conf = asdict(preset_config(pretrain.Config, pretrain.PRESETS, p.pop("preset"), **p))
         key = hashlib.blake2b(json.dumps([conf["recipe"], conf["modes"], conf["train_problems"], conf["data_seed"],
-                                          conf["seq_len"], "all draws"]).encode(), digest_size=4).hexdigest()
+                                          conf["seq_len"], "all draws"] + ["by op"] * conf["curriculum"]).encode(),
+                             digest_size=4).hexdigest()
         conf["data_dir"] = str(self.dir / "data" / key)  # runs with the same data share one folder
         return Job(name, "pretrain", conf, note)
 

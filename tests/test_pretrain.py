@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import common
+import datagen
 import pretrain
 import tokenizer as tok_lib
 from common import UserError
@@ -96,6 +97,46 @@ def test_lr_schedule():
     lrs = [pretrain.lr_at(s, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+class CountingRows:
+    """Stands in for PackedShards: row i is the token i."""
+    def __len__(self):
+        return 10
+
+    def rows(self, idx):
+        return [[i] for i in idx], [1] * len(idx)
+
+
+def read_rows(loader, batches) -> list[int]:
+    return [row for _ in range(batches) for row in loader.next_batch()[0][:, 0].tolist()]
+
+
+def test_curriculum_reads_the_rows_of_the_run_in_shard_order():
+    plain = read_rows(pretrain.RowLoader(CountingRows(), 2, seed=3), 7)
+    loader = pretrain.RowLoader(CountingRows(), 2, seed=3, ordered=6)
+    first = read_rows(loader, 3)
+    assert first == sorted(plain[:6]) and first != plain[:6]  # the same rows, easy (low index) first
+    state = loader.state()
+    resumed = pretrain.RowLoader(CountingRows(), 2, seed=3)  # a resume restores `ordered` from the checkpoint
+    resumed.load_state(state)
+    assert read_rows(resumed, 4) == read_rows(loader, 4) == plain[6:]  # the rest of epoch 0, then epoch 1 as ever
+
+
+def test_curriculum_packs_the_problems_in_op_order(tmp_path, micro_data):
+    tokenizer = micro_data / "tokenizer.json"
+    cfg = micro_config(tmp_path, data_dir=str(tmp_path / "data"), curriculum=True)
+    shard_dir, _ = pretrain.prepare_data(cfg, tokenizer, master=True)
+    lines = datagen.generate_lines(pretrain.recipe_parts(cfg), cfg.train_problems, cfg.data_seed, "train",
+                                   distinct=False)
+    items = sorted(lines, key=lambda item: item.op)
+    assert (items[0].op, items[-1].op) == (2, 4)  # the micro recipe's op range
+    texts = [tok_lib.render(json.loads(item.json)) for item in items]
+    shards, tok = tok_lib.PackedShards(shard_dir), tok_lib.load_tokenizer(tokenizer)
+    tokens, lengths = shards.rows(list(range(len(shards))))
+    assert "".join(tok_lib.decode(tok, t[:n]) for t, n in zip(tokens, lengths)) == "".join(texts)
+    with pytest.raises(UserError, match="order"):  # shards in op order never serve a run without the curriculum
+        pretrain.prepare_data(micro_config(tmp_path, data_dir=str(tmp_path / "data")), tokenizer, master=True)
 
 
 def test_inputs_mask_comes_from_lengths():
