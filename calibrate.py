@@ -116,8 +116,6 @@ TRIALS = {
               "read lowest op first, so the mix seen is unchanged", pretrain=dict(curriculum=True)),
         Trial("chosen-constant-lr", "the tiny scale as set with a constant learning rate after the warm-up "
               "(`--min_lr 2e-3`, the peak) instead of the cosine decay to 2e-4", pretrain=dict(min_lr=2e-3)),
-        Trial("chosen-fp32", "the tiny scale as set in fp32 (`--dtype fp32`) instead of bf16 autocast: what bf16's "
-              "speed costs in learning, if anything", pretrain=dict(dtype="fp32")),
     ],
 }
 
