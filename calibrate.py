@@ -294,11 +294,12 @@ def write_report(scale: str, trials: list[Trial], runs_dir: str, reports_dir: st
              f"Rerun: `python calibrate.py --scale {scale}` (finished rows are reused). The ladder columns give "
              f"verified pass@1 and pass@{k} in % per op, lowest op first. Wall time: pre-training only, on the "
              "machine named in each run's config.json (proxies shared 2 cores two at a time).", "",
-             "The trial rows were measured while pre-training data were deduplicated by problem id, which starves "
-             "an op with few distinct problems: their recipe column gives the weights asked for, not those drawn "
-             "(op2-6-d0-tail1-20M asked .198 / .297 / .495 / .01 of op 2-3 / 4-5 / 6 / 7-9 and drew .064 / .151 / "
-             ".768 / .018). Pre-training now keeps every draw; the `chosen` row is the edge study's own base model, "
-             "whose report prints its data as drawn.", "",
+             "The rows above `chosen` were measured while pre-training data were deduplicated by problem id, which "
+             "starves an op with few distinct problems: their recipe column gives the weights asked for, not those "
+             "drawn (op2-6-d0-tail1-20M asked .198 / .297 / .495 / .01 of op 2-3 / 4-5 / 6 / 7-9 and drew .064 / "
+             ".151 / .768 / .018). Pre-training now keeps every draw; the `chosen` row is the edge study's own base "
+             "model, whose report prints its data as drawn, and the rows below it change one setting of it each, "
+             "evaluated like it (64 held-out problems per op above the range).", "",
              markdown_table([h.replace("@K", f"@{k}") for h in HEADER], rows), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(kept_path, lambda f: json.dump(kept, f, indent=1), binary=False)
