@@ -112,8 +112,8 @@ TRIALS = {
               "token attends to the earlier samples of its row and positions run on across them, where the chosen "
               "model restarts both at each sample, as at sampling", pretrain=dict(doc_mask=False)),
         Trial("chosen-curriculum", "the tiny scale as set with an easy-first curriculum (`--curriculum`): the "
-              "problems packed in op order, and the rows the 5,000 steps read (a random 70 %, as a shuffled read takes) "
-              "read lowest op first, so the mix seen is unchanged", pretrain=dict(curriculum=True)),
+              "problems packed in op order, and the rows the 5,000 steps read (a random 70 %, as a shuffled read "
+              "takes) read lowest op first, so the mix seen is unchanged", pretrain=dict(curriculum=True)),
         Trial("chosen-constant-lr", "the tiny scale as set with a constant learning rate after the warm-up "
               "(`--min_lr 2e-3`, the peak) instead of the cosine decay to 2e-4", pretrain=dict(min_lr=2e-3)),
     ],
