@@ -1130,13 +1130,15 @@ def report_midtrain(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
 
 # F4, fixed before any run. Precondition: the outcome-reward model hacks -- at least `outcome_hacked_min` of its
 # right answers on the edge band have unverified steps. Reproduced iff every process-aware reward leaves a smaller
-# hacked share than the outcome reward and they raise OOD-hard pass@n on average.
+# hacked share than the outcome reward and they raise OOD-hard pass@n on average; not reproduced iff one leaves as
+# large a share, or they lower OOD-hard pass@n; inconclusive where no model solves the hard band (as for F3).
 PROCESS_CRITERIA = {"outcome_hacked_min": 0.05}
 
 
-def process_reward_verdict(hacked: dict, hard_gain: float, n: int) -> tuple[bool | None | str, str]:
+def process_reward_verdict(hacked: dict, hard_gain: float, solved: float, n: int) -> tuple[bool | None | str, str]:
     """hacked: {reward: hacked share of right answers on the edge band}, with "outcome"; hard_gain: the mean
-    OOD-hard pass@n change of the process-aware rewards against the outcome reward."""
+    OOD-hard pass@n change of the process-aware rewards against the outcome reward; solved: the best OOD-hard
+    pass@n of any RL model."""
     said = (f"hacked share of right answers on the edge band: {', '.join(f'{k} {pct(v)}' for k, v in hacked.items())}"
             f"; process-aware rewards change OOD-hard pass@{n} by {pct(hard_gain)} points on average")
     if any(v != v for v in hacked.values()):
@@ -1146,7 +1148,11 @@ def process_reward_verdict(hacked: dict, hard_gain: float, n: int) -> tuple[bool
         return "precondition", (said + f"; the outcome reward must hack >= {100 * floor:.0f} % for there to be "
                                 "hacking to remove.")
     lower = all(v < hacked["outcome"] for k, v in hacked.items() if k != "outcome")
-    return lower and hard_gain > 0, said + "."
+    if not lower:
+        return False, said + "; a process-aware reward leaves as large a hacked share as the outcome reward."
+    if not solved > 0:
+        return None, said + "; no model solves the hard band, so the OOD-hard half has nothing to compare."
+    return hard_gain > 0, said + "."
 
 
 def report_process_reward(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
@@ -1170,7 +1176,8 @@ def report_process_reward(ctx: StudyContext, plan: Plan) -> tuple[list[str], dic
                             [[k, pct(d), pct(se), m] for k, (d, se, m) in deltas.items()]), ""]
     edge_h = {k: v["edge"] for k, v in hacked.items() if k != "base"}
     better = sum(d for d, _, _ in deltas.values()) / max(1, len(deltas))
-    lines.append(verdict_line(*process_reward_verdict(edge_h, better, n)))
+    solved = max(row["hard"][n] for label, row in numbers.items() if label != "base")
+    lines.append(verdict_line(*process_reward_verdict(edge_h, better, solved, n)))
     return lines, {"pass_at_k": numbers, "hacked_of_right": hacked, "hard_deltas_vs_outcome": deltas}
 
 

@@ -350,11 +350,13 @@ def test_midtrain_verdict_thresholds():
 
 def test_process_reward_verdict_thresholds():
     v = study.process_reward_verdict
-    assert v({"outcome": 0.30, "process 0.2": 0.10, "strict": 0.05}, 0.03, 32)[0] is True
-    assert v({"outcome": 0.30, "process 0.2": 0.35, "strict": 0.05}, 0.03, 32)[0] is False  # one hacks more
-    assert v({"outcome": 0.30, "process 0.2": 0.10}, -0.02, 32)[0] is False  # OOD-hard falls
-    assert v({"outcome": 0.01, "process 0.2": 0.0}, 0.03, 32)[0] == "precondition"  # nothing to remove
-    assert v({"outcome": 0.30, "process 0.2": float("nan")}, 0.03, 32)[0] is None
+    assert v({"outcome": 0.30, "process 0.2": 0.10, "strict": 0.05}, 0.03, 0.2, 32)[0] is True
+    assert v({"outcome": 0.30, "process 0.2": 0.35, "strict": 0.05}, 0.03, 0.2, 32)[0] is False  # one hacks more
+    assert v({"outcome": 0.30, "process 0.2": 0.35}, 0.0, 0.0, 32)[0] is False  # hacks more, hard band unsolved
+    assert v({"outcome": 0.30, "process 0.2": 0.10}, -0.02, 0.2, 32)[0] is False  # OOD-hard falls
+    assert v({"outcome": 0.30, "process 0.2": 0.10}, 0.0, 0.0, 32)[0] is None  # no model solves the hard band
+    assert v({"outcome": 0.01, "process 0.2": 0.0}, 0.03, 0.2, 32)[0] == "precondition"  # nothing to remove
+    assert v({"outcome": 0.30, "process 0.2": float("nan")}, 0.03, 0.2, 32)[0] is None
 
 
 def test_pretrain_exposure_verdict_thresholds():
