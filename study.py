@@ -1319,6 +1319,86 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
                    "saturation_step": sat, "learn_edge_pass1": learn, "gap_edge_pass1": gap}
 
 
+# The paper's numbers beside ours, one table per report: each function maps the reporter's numbers (and n, the
+# samples per problem) to rows of [measure, the paper's figure (copied, labelled), ours (measured)].
+def pm(d: tuple) -> str:
+    return f"{'+' if d[0] > 0 else ''}{pct(d[0])} ± {pct(d[1])}"
+
+
+def versus_edge(num: dict, n: int) -> list[list[str]]:
+    p, rl = num["pass_at_k"], [k for k in num["pass_at_k"] if k.startswith("RL edge")]
+    edge = lambda k: f"{pct(p['base']['edge'][k])} → {pct(sum(p[r]['edge'][k] for r in rl) / len(rl))}"
+    moved = {k: pm(d) for k, d in num["edge_deltas"].items() if not k.startswith("RL edge")}
+    return [["edge pass@1, base → RL on the edge", "~17 → ~51", edge(1)],
+            [f"edge pass@k, base → RL on the edge (paper k = 128, ours {n})", "~43.5 → ~85.5", edge(n)],
+            ["edge pass@k gain of RL in range / on the hard band", "near 0 / near 0", " / ".join(moved.values())]]
+
+
+CONTEXT_PAPER = {"0%": "~0 at every op", "0.1%": "~100 at op 2, ~0 from op 6", "1%": "~99 → 60 (op 3 → 20)",
+                 "10%": "~99 → 67 (op 3 → 20)"}
+
+
+def versus_context(num: dict, n: int) -> list[list[str]]:
+    rows = []
+    for label, by_op in num["pass_at_n_by_op"].items():
+        share, ops_ = label.split()[1], sorted(by_op)
+        rows.append([f"B after RL, {share} exposure: pass@k lowest → highest op (paper k = 128 over op 2-20; ours "
+                     f"{n} over op {ops_[0]}-{ops_[-1]})", CONTEXT_PAPER.get(share, "-"),
+                     f"{pct(by_op[ops_[0]])} → {pct(by_op[ops_[-1]])}"])
+    return rows
+
+
+def versus_midtrain(num: dict, n: int) -> list[list[str]]:
+    mixed = {k: d for k, d in num["hard_deltas_vs_full_rl"].items() if k != "beta=0"}
+    best = max(mixed, key=lambda k: mixed[k][0])
+    return [[f"OOD-hard pass@k, RL alone (paper k = 128 at op 15-20; ours {n})", "~63 / 30 / 14 / 3 / 0.5 / 0",
+             pct(num["pass_at_k"]["beta=1"]["hard"][n])],
+            ["OOD-hard pass@k, best mid-training + RL split minus RL alone", "+10.8 (mean over op 15-20)",
+             f"{pm(mixed[best])} ({best})"]]
+
+
+PROCESS_PAPER = {"process a=0.2": "+4.5", "process a=0.5": "+3.0", "strict": "+2.6"}
+
+
+def versus_process_reward(num: dict, n: int) -> list[list[str]]:
+    hacked = num["hacked_of_right"]
+    rows = [[f"OOD-hard pass@k, outcome reward (paper k = 128; ours {n})", "23.2",
+             pct(num["pass_at_k"]["outcome"]["hard"][n])]]
+    rows += [[f"OOD-hard pass@k, {k} minus outcome", PROCESS_PAPER.get(k, "-"), pm(d)]
+             for k, d in num["hard_deltas_vs_outcome"].items()]
+    return rows + [["hacked share of right edge answers: outcome, then each process-aware reward",
+                    "lower with process rewards (no share given)",
+                    ", ".join(f"{k} {pct(v['edge'])}" for k, v in hacked.items() if k != "base")]]
+
+
+def versus_exposure(num: dict, n: int) -> list[list[str]]:
+    gains = num["edge_gain_by_hard_share"]
+    return [[f"RL's gain in edge pass@{n} by upper-range share of pre-training", "larger with more exposure (shape "
+             "only)", ", ".join(f"{h} %: {pct(g)}" for h, g in gains.items())],
+            ["most exposed minus none, paired by problem", "> 0", pm(num["gain_top_minus_none"])]]
+
+
+def versus_crossover(num: dict, n: int) -> list[list[str]]:
+    edge, top = num["rl_minus_base"]["edge"], max(num["pass_at_k"]["base"]["edge"])
+    return [["edge pass@1, RL minus base", "> 0 (RL ahead)", pct(edge[0])],
+            [f"edge pass@k at large k, RL minus base (ours k = {top})", "<= 0 (base catches up)", pct(edge[-1])]]
+
+
+def versus_weak(num: dict, n: int) -> list[list[str]]:
+    sat = num["saturation_step"]
+    scarce = min((k for k in sat if k.split()[0].isdigit()), key=lambda k: int(k.split()[0]))
+    step = lambda k: "never" if sat[k] is None else str(sat[k])
+    vote = num["pass_at_k"]["majority vote"]["edge"][1] - num["pass_at_k"]["base"]["edge"][1]
+    return [[f"train reward saturates: {scarce} / all prompts", "scarce data: early / generalizing runs: late",
+             f"step {step(scarce)} / {step('all prompts')}"],
+            [f"held-out edge pass@1, all prompts minus {scarce}", "> 0 (scarce data memorize)",
+             pm(num["gap_edge_pass1"])],
+            ["majority-vote reward: saturation step, Δ edge pass@1 vs base", "self-supervised: saturates early",
+             f"step {step('majority vote')}, {pct(vote)}"],
+            ["faithfulness before RL (verified / answer-correct pass@1), all ops / edge", "predicts generalization",
+             f"{pct(num['faithfulness'])} / {pct(num['faithfulness_edge'])}"]]
+
+
 @dataclass(frozen=True)
 class Study:
     """One study: the jobs it plans, the report it writes from them, and what the paper found."""
@@ -1327,32 +1407,33 @@ class Study:
     paper: str  # what the paper says, with its numbers, printed at the top of the report
     needs_edge: bool = True  # works on the measured edge: until there is one, only the base model and its ladder
     bands: Callable[[StudyContext], dict] = lambda ctx: ctx.bands  # the op bands of its plots
+    versus: Callable[[dict, int], list[list[str]]] = lambda numbers, n: []  # the paper's numbers beside ours
 
 
 STUDIES = {
-    "edge": Study(plan_edge, report_edge, paper=(
+    "edge": Study(plan_edge, report_edge, versus=versus_edge, paper=(
         "RL raises pass@k at all k (pass@128 too) only when its data sit at the model's edge of competence. "
         "Paper, OOD-edge (op 11-14): base pass@1 ~17, pass@128 ~43.5; RL on op 11-14: pass@1 ~51, pass@128 "
         "~85.5; RL on op 7-10 (in range) and on op 17-20 (far too hard) stay near the base model.")),
-    "context": Study(plan_context, report_context, paper=(
+    "context": Study(plan_context, report_context, versus=versus_context, paper=(
         "RL transfers to a long-tail context B only if pre-training showed B at least sparsely (>= 1%). Paper, "
         "pass@128 on B after RL: 0% ~0 at every op; 0.1% ~100 at op 2 but ~0 from op 6; 1% ~99 -> 60 "
         "(op 3 -> 20); 10% ~99 -> 67."), needs_edge=False, bands=lambda ctx: {"B": ctx.sc.context_ops}),
-    "midtrain": Study(plan_midtrain, report_midtrain, paper=(
+    "midtrain": Study(plan_midtrain, report_midtrain, versus=versus_midtrain, paper=(
         "At equal compute, mid-training + RL beats RL alone on OOD-hard problems. Paper, OOD-hard pass@128 at "
         "op 15/16/17/18/19/20: mid+RL ~79/47/33.5/13.5/2.5/0 vs full RL ~63/30/14/3/0.5/0 (mean +10.8 "
         "points).")),
-    "process_reward": Study(plan_process_reward, report_process_reward, paper=(
+    "process_reward": Study(plan_process_reward, report_process_reward, versus=versus_process_reward, paper=(
         "Process verification in the reward reduces reward hacking and helps OOD-hard. Paper, OOD-hard "
         "pass@128: outcome-only 23.2; 0.2 outcome + 0.8 process +4.5; 0.5/0.5 +3.0; strict +2.6 "
         "(strict best at pass@1, +5.2).")),
-    "pretrain_exposure": Study(plan_pretrain_exposure, report_pretrain_exposure, paper=(
+    "pretrain_exposure": Study(plan_pretrain_exposure, report_pretrain_exposure, versus=versus_exposure, paper=(
         "Appendix A.7: how the share of upper-range (hard) data in pre-training changes what RL can "
         "add. (No numbers in SPEC; shapes only.)")),
-    "crossover": Study(plan_crossover, report_crossover, paper=(
+    "crossover": Study(plan_crossover, report_crossover, versus=versus_crossover, paper=(
         "Yue et al. 2025: RL wins at small k, the base model catches up or wins at large k -- the pass@k "
         "curves cross when RL only sharpens what pre-training put there.")),
-    "weak_supervision": Study(plan_weak_supervision, report_weak_supervision, paper=(
+    "weak_supervision": Study(plan_weak_supervision, report_weak_supervision, versus=versus_weak, paper=(
         "Weak supervision (arXiv 2604.18574): with scarce data, noisy or self-supervised rewards, "
         "models that generalize show a long pre-saturation phase where train reward and held-out "
         "accuracy rise together; reasoning faithfulness (verified / answer-correct) before RL "
@@ -1386,6 +1467,11 @@ def write_report(ctx: StudyContext, plan: Plan, seconds: dict, device, bands_why
     if lacks_bands(plan.study, ctx):
         return write_precondition_report(ctx, plan, seconds, device, bands_why)
     body, numbers = STUDIES[plan.study].report(ctx, plan)
+    versus = STUDIES[plan.study].versus(numbers, ctx.sc.eval_n)
+    if versus:
+        body += ["", "## The paper's numbers beside ours", "",
+                 "The paper's figures are copied from it (its scale and op ranges, labelled); ours are measured "
+                 "above.", "", markdown_table(["measure", "paper", f"ours ({ctx.name} scale)"], versus)]
     bands = STUDIES[plan.study].bands(ctx)
     reports = {label: by_study_bands(ctx, job, bands) for label, job in plan.evals.items()}
     evaluate.plot_pass_at_k(reports, bands, out / "pass_at_k.png", "verified",

@@ -184,6 +184,7 @@ def test_every_study_runs_at_micro_scale(tmp_path):
         text = Path(res["report"]).read_text()
         assert any(v in text for v in ("**Reproduced**", "**Not reproduced**", "**Inconclusive**",
                                    "**Precondition not met**")), name
+        assert "## The paper's numbers beside ours" in text, name  # labelled paper figures next to ours
     assert "Replication or creation" in Path(out["context"]["report"]).read_text()
 
 
