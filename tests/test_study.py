@@ -419,3 +419,16 @@ def test_rl_pools_at_each_selection():
     rows = [{"step": s, "pool_prompts": 36 if s <= 25 else 30} for s in range(1, 61)]
     assert study.rl_pools(rows, 25) == [36, 30, 30]  # selections at steps 0, 25 and 50
     assert study.rl_pools(rows, 1000) == [36] and study.rl_pools(rows, 0) == []
+
+
+def test_paper_beside_ours_rows():
+    """The comparison table takes ours from the reporter's numbers: the scarcest pool, the last k, signed deltas."""
+    weak = {"saturation_step": {"all prompts": None, "64 prompts": 25, "8 prompts": 12, "majority vote": 5},
+            "gap_edge_pass1": (0.1, 0.03, 64), "faithfulness": 0.8, "faithfulness_edge": 0.05,
+            "pass_at_k": {"base": {"edge": {1: 0.02}}, "majority vote": {"edge": {1: 0.0}}}}
+    rows = study.versus_weak(weak, 32)
+    assert rows[0][0].startswith("train reward saturates: 8 prompts") and rows[0][2] == "step 12 / never"
+    assert rows[1][2] == "+10.0 ± 3.0" and rows[2][2] == "step 5, -2.0" and rows[3][2] == "80.0 / 5.0"
+    cross = {"rl_minus_base": {"edge": [0.1, 0.02, -0.05]}, "pass_at_k": {"base": {"edge": {1: 0, 16: 0, 256: 0}}}}
+    assert [r[2] for r in study.versus_crossover(cross, 32)] == ["10.0", "-5.0"]
+    assert "k = 256" in study.versus_crossover(cross, 32)[1][0]
