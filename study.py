@@ -1125,7 +1125,7 @@ def report_midtrain(ctx: StudyContext, plan: Plan) -> tuple[list[str], dict]:
     best = max(mixed, key=lambda k: mixed[k][0])
     solved = max(numbers[label]["hard"][n] for label in numbers)
     lines.append(verdict_line(*midtrain_verdict(best, mixed[best][:2], solved, n)))
-    return lines, {"pass_at_k": numbers, "hard_deltas_vs_full_rl": deltas}
+    return lines, {"pass_at_k": numbers, "hard_deltas_vs_full_rl": deltas, "best_split": best}
 
 
 # F4, fixed before any run. Precondition: the outcome-reward model hacks -- at least `outcome_hacked_min` of its
@@ -1316,7 +1316,7 @@ def report_weak_supervision(ctx: StudyContext, plan: Plan) -> tuple[list[str], d
              "", "![train reward against held-out accuracy](saturation.png)", "",
              verdict_line(*verdict)]
     return lines, {"pass_at_k": numbers, "faithfulness": faithful, "faithfulness_edge": faithful_edge,
-                   "saturation_step": sat, "learn_edge_pass1": learn, "gap_edge_pass1": gap}
+                   "saturation_step": sat, "learn_edge_pass1": learn, "gap_edge_pass1": gap, "scarce": scarce}
 
 
 # The paper's numbers beside ours, one table per report: each function maps the reporter's numbers (and n, the
@@ -1349,12 +1349,11 @@ def versus_context(num: dict, n: int) -> list[list[str]]:
 
 
 def versus_midtrain(num: dict, n: int) -> list[list[str]]:
-    mixed = {k: d for k, d in num["hard_deltas_vs_full_rl"].items() if k != "beta=0"}
-    best = max(mixed, key=lambda k: mixed[k][0])
+    best = num["best_split"]
     return [[f"OOD-hard pass@k, RL alone (paper k = 128 at op 15-20; ours {n})", "~63 / 30 / 14 / 3 / 0.5 / 0",
              pct(num["pass_at_k"]["beta=1"]["hard"][n])],
             ["OOD-hard pass@k, best mid-training + RL split minus RL alone", "+10.8 (mean over op 15-20)",
-             f"{pm(mixed[best])} ({best})"]]
+             f"{pm(num['hard_deltas_vs_full_rl'][best])} ({best})"]]
 
 
 PROCESS_PAPER = {"process a=0.2": "+4.5", "process a=0.5": "+3.0", "strict": "+2.6"}
@@ -1386,7 +1385,7 @@ def versus_crossover(num: dict, n: int) -> list[list[str]]:
 
 def versus_weak(num: dict, n: int) -> list[list[str]]:
     sat = num["saturation_step"]
-    scarce = min((k for k in sat if k.split()[0].isdigit()), key=lambda k: int(k.split()[0]))
+    scarce = num["scarce"]
     step = lambda k: "never" if sat[k] is None else str(sat[k])
     vote = num["pass_at_k"]["majority vote"]["edge"][1] - num["pass_at_k"]["base"]["edge"][1]
     return [[f"train reward saturates: {scarce} / all prompts", "scarce data: early / generalizing runs: late",

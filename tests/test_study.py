@@ -422,8 +422,10 @@ def test_rl_pools_at_each_selection():
 
 
 def test_paper_beside_ours_rows():
-    """The comparison table takes ours from the reporter's numbers: the scarcest pool, the last k, signed deltas."""
+    """The comparison table takes ours from the reporter's numbers: the scarcest pool's row, the last k, signed
+    deltas."""
     weak = {"saturation_step": {"all prompts": None, "64 prompts": 25, "8 prompts": 12, "majority vote": 5},
+            "scarce": "8 prompts",
             "gap_edge_pass1": (0.1, 0.03, 64), "faithfulness": 0.8, "faithfulness_edge": 0.05,
             "pass_at_k": {"base": {"edge": {1: 0.02}}, "majority vote": {"edge": {1: 0.0}}}}
     rows = study.versus_weak(weak, 32)
